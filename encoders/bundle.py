@@ -1,0 +1,120 @@
+"""The engine bundle contract: a folder with `manifest.json`, ONNX graphs and a tokenizer file.
+
+Written by export (training side), read by the index build and the service. The
+`engine_id` is a content hash over every file the engine computes with and the
+preprocessing/tokenizer settings, so two bundles share an id only if they embed alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from encoders.atomic import sha256_file
+from encoders.errors import BundleError
+from encoders.preprocess import ImagePreprocess
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str  # ONNX file name inside the bundle
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    file: str = "tokenizer.json"
+    max_length: int = 24
+    padding: str = "longest"
+
+
+@dataclass(frozen=True)
+class EngineManifest:
+    family: str
+    embed_dim: int
+    image_preprocess: ImagePreprocess
+    tokenizer: TokenizerSpec
+    graphs: dict[str, GraphSpec]  # role ("image_encoder", "text_encoder", ...) -> graph
+    engine_id: str = ""
+    similarity: str = "cosine"
+    precision: str = "fp32"
+    parity: dict[str, Any] = field(default_factory=dict)  # role -> measured max abs diff
+    training: dict[str, Any] = field(default_factory=dict)  # data, steps, metrics
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["image_preprocess"] = self.image_preprocess.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineManifest:
+        try:
+            return cls(
+                family=data["family"],
+                embed_dim=int(data["embed_dim"]),
+                image_preprocess=ImagePreprocess.from_dict(data["image_preprocess"]),
+                tokenizer=TokenizerSpec(**data["tokenizer"]),
+                graphs={role: GraphSpec(**g) for role, g in data["graphs"].items()},
+                engine_id=data.get("engine_id", ""),
+                similarity=data.get("similarity", "cosine"),
+                precision=data.get("precision", "fp32"),
+                parity=data.get("parity", {}),
+                training=data.get("training", {}),
+                format_version=int(data.get("format_version", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"bad engine manifest: {exc!r}") from exc
+
+
+def compute_engine_id(folder: Path, manifest: EngineManifest) -> str:
+    """Hash of the graph and tokenizer files plus every setting that changes an embedding."""
+    digest = hashlib.sha256()
+    for name in sorted([g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]):
+        digest.update(name.encode())
+        digest.update(sha256_file(folder / name).encode())
+    settings = {
+        "preprocess": manifest.image_preprocess.to_dict(),
+        "tokenizer": asdict(manifest.tokenizer),
+        "precision": manifest.precision,
+        "graphs": {role: asdict(g) for role, g in manifest.graphs.items()},
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return f"{manifest.family}-{digest.hexdigest()[:16]}"
+
+
+def write_manifest(folder: Path, manifest: EngineManifest) -> EngineManifest:
+    """Stamp the engine_id and write `manifest.json`; the graphs and tokenizer must be in place."""
+    stamped = replace(manifest, engine_id=compute_engine_id(folder, manifest))
+    (folder / MANIFEST).write_text(json.dumps(stamped.to_dict(), indent=2) + "\n")
+    return stamped
+
+
+def read_manifest(folder: str | Path) -> EngineManifest:
+    """Read and check an engine bundle: manifest parses, listed files exist, id matches content."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"no engine bundle at {folder}: {MANIFEST} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    manifest = EngineManifest.from_dict(data)
+    for name in [g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]:
+        if not (folder / name).is_file():
+            raise BundleError(f"engine bundle {folder} lists {name} but the file is missing")
+    actual = compute_engine_id(folder, manifest)
+    if actual != manifest.engine_id:
+        raise BundleError(
+            f"engine bundle {folder} is corrupt: manifest says engine_id {manifest.engine_id}, "
+            f"files hash to {actual}"
+        )
+    return manifest

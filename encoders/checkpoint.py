@@ -1,0 +1,60 @@
+"""Training checkpoints: safetensors weights plus the JSON needed to rebuild the model.
+
+Loading never unpickles: weights come from safetensors, settings from JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from encoders.clip import DualEncoder
+from encoders.config import DualEncoderConfig
+from encoders.errors import BundleError
+from encoders.preprocess import ImagePreprocess
+from encoders.tokenizer import TextTokenizer
+
+WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+
+
+@dataclass
+class Checkpoint:
+    model: DualEncoder
+    tokenizer: TextTokenizer
+    preprocess: ImagePreprocess
+    info: dict[str, Any]  # training settings and metrics, carried into the engine manifest
+
+
+def save_checkpoint(folder: str | Path, ckpt: Checkpoint) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in ckpt.model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    ckpt.tokenizer.save(folder / TOKENIZER)
+    meta = {
+        "model": ckpt.model.cfg.to_dict(),
+        "preprocess": ckpt.preprocess.to_dict(),
+        "max_length": ckpt.tokenizer.max_length,
+        "info": ckpt.info,
+    }
+    (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    folder = Path(folder)
+    for name in (WEIGHTS, CONFIG, TOKENIZER):
+        if not (folder / name).is_file():
+            raise BundleError(f"checkpoint {folder} is missing {name}")
+    meta = json.loads((folder / CONFIG).read_text())
+    model = DualEncoder(DualEncoderConfig.from_dict(meta["model"]))
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return Checkpoint(
+        model=model.eval(),
+        tokenizer=TextTokenizer.from_file(folder / TOKENIZER, meta["max_length"]),
+        preprocess=ImagePreprocess.from_dict(meta["preprocess"]),
+        info=meta.get("info", {}),
+    )

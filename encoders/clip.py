@@ -1,0 +1,86 @@
+"""CLIP-style dual encoder (Radford et al. 2021, "Learning Transferable Visual Models From
+Natural Language Supervision"): a ViT image tower and a transformer text tower, each ending
+in a linear projection to a shared space, L2-normalised; similarity is the dot product
+scaled by a learned inverse temperature.
+
+The text tower attends bidirectionally under a padding mask and pools the [CLS] token
+(the first), as BERT-style towers do, so pretrained BERT-family towers fit the same slot.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders.config import DualEncoderConfig, TextConfig, VisionConfig
+from encoders.layers import Transformer, padding_bias
+
+
+class VisionTower(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int) -> None:
+        super().__init__()
+        grid = cfg.image_size // cfg.patch_size
+        self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size, bias=False)
+        self.cls_token = nn.Parameter(torch.randn(cfg.width) * cfg.width**-0.5)
+        self.pos_embed = nn.Parameter(torch.randn(grid * grid + 1, cfg.width) * 0.02)
+        self.ln_pre = nn.LayerNorm(cfg.width)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads)
+        self.ln_post = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (b, 3, H, W) -> (embedding (b, embed_dim), tokens (b, 1 + patches, width))."""
+        x = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (b, patches, width)
+        cls = self.cls_token.expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        tokens = self.ln_post(self.transformer(self.ln_pre(x)))
+        return self.proj(tokens[:, 0]), tokens
+
+
+class TextTower(nn.Module):
+    def __init__(self, cfg: TextConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.token_embed = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.pos_embed = nn.Parameter(torch.randn(cfg.context_length, cfg.width) * 0.01)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads)
+        self.ln_final = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids, mask (b, t) -> (embedding (b, embed_dim), tokens (b, t, width))."""
+        x = self.token_embed(ids) + self.pos_embed[: ids.shape[1]]
+        tokens = self.ln_final(self.transformer(x, padding_bias(mask)))
+        return self.proj(tokens[:, 0]), tokens
+
+
+class DualEncoder(nn.Module):
+    def __init__(self, cfg: DualEncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.visual = VisionTower(cfg.vision, cfg.embed_dim)
+        self.text = TextTower(cfg.text, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        embed, _ = self.visual(pixels)
+        return F.normalize(embed, dim=-1) if normalize else embed
+
+    def encode_text(
+        self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool = True
+    ) -> torch.Tensor:
+        embed, _ = self.text(ids, mask)
+        return F.normalize(embed, dim=-1) if normalize else embed
+
+    def forward(
+        self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The dict the losses take: `itc_loss(**model(pixels, ids, mask))`."""
+        return {
+            "image_embeds": self.encode_image(pixels),
+            "text_embeds": self.encode_text(ids, mask),
+            # clamp as CLIP does: a temperature below 1/100 destabilises training
+            "logit_scale": self.logit_scale.clamp(max=math.log(100.0)).exp(),
+        }

@@ -1,0 +1,105 @@
+"""The `Engine` protocol and its ONNX Runtime implementation: what index build and service call.
+
+No torch here. An engine loads a bundle, checks it, and turns PIL images or strings into
+L2-normalised float32 embeddings through the bundle's own preprocessing and tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from encoders.bundle import EngineManifest, read_manifest
+from encoders.errors import BundleError, InputError
+from encoders.preprocess import preprocess
+from encoders.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+# Preferred first; only those this onnxruntime build offers are used.
+PROVIDER_PREFERENCE = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+
+class Engine(Protocol):
+    """What the rest of the system needs from an engine, whatever runs it."""
+
+    manifest: EngineManifest
+
+    @property
+    def engine_id(self) -> str: ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def available_providers(preference: Sequence[str] = PROVIDER_PREFERENCE) -> list[str]:
+    offered = set(ort.get_available_providers())
+    return [p for p in preference if p in offered]
+
+
+class OnnxEngine:
+    """Runs an engine bundle's towers with ONNX Runtime."""
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(bundle)
+        self.manifest = read_manifest(self.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        self.providers = list(providers) if providers else available_providers()
+        self._sessions = {
+            role: self._open(graph.file, options) for role, graph in self.manifest.graphs.items()
+        }
+        tok = self.manifest.tokenizer
+        self.tokenizer = TextTokenizer.from_file(self.path / tok.file, tok.max_length)
+        log.info("engine %s loaded with %s", self.engine_id, self.providers)
+
+    def _open(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(str(self.path / name), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors on bad files
+            raise BundleError(f"cannot load {self.path / name}: {exc}") from exc
+
+    @property
+    def engine_id(self) -> str:
+        return self.manifest.engine_id
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.embed_dim
+
+    def encode_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Preprocessed pixels (batch, 3, size, size) -> every output of the image graph."""
+        size = self.manifest.image_preprocess.size
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size):
+            raise InputError(f"pixels must have shape (batch, 3, {size}, {size}), got {pixels.shape}")
+        return self._run("image_encoder", {"pixel_values": pixels.astype(np.float32, copy=False)})
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pixels = preprocess(images, self.manifest.image_preprocess)
+        return self.encode_pixels(pixels)["image_embeds"]
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        ids, mask = self.tokenizer.encode(texts)
+        return self._run("text_encoder", {"input_ids": ids, "attention_mask": mask})["text_embeds"]
+
+    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        graph = self.manifest.graphs[role]
+        values = self._sessions[role].run(graph.outputs, feeds)
+        return dict(zip(graph.outputs, values, strict=True))

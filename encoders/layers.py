@@ -1,0 +1,64 @@
+"""Transformer building blocks shared by every native family (PyTorch).
+
+Attention is written out (no fused kernels, no boolean masks) so that every graph exports
+to plain ONNX ops with dynamic batch and sequence axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NEG_INF = -1e4  # additive mask value; finite so fully padded rows cannot produce NaN
+
+
+def padding_bias(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) 1/0 mask -> additive bias (batch, 1, 1, seq) for attention scores."""
+    return (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * NEG_INF
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(w // self.heads)  # (b, heads, t, t)
+        if bias is not None:
+            scores = scores + bias
+        out = scores.softmax(dim=-1) @ v  # (b, heads, t, head_dim)
+        return self.proj(out.transpose(1, 2).reshape(b, t, w))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), bias)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, bias)
+        return x

@@ -1,0 +1,65 @@
+"""Tokenisation through Hugging Face `tokenizers` files (`tokenizer.json`), the same for every family.
+
+A bundle carries its tokenizer file; this module turns text into fixed-dtype id and mask
+arrays, padded to the longest text in the batch and truncated to the model's context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from tokenizers.trainers import WordLevelTrainer
+
+from encoders.errors import InputError
+
+PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
+
+
+class TextTokenizer:
+    """Wraps a `tokenizers.Tokenizer` with the max length and padding rule from a manifest."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        self.max_length = max_length
+        self._tok = tokenizer
+        pad_id = tokenizer.token_to_id(PAD)
+        self._tok.enable_truncation(max_length)
+        self._tok.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=PAD)
+
+    @classmethod
+    def from_file(cls, path: str | Path, max_length: int) -> TextTokenizer:
+        return cls(Tokenizer.from_file(str(path)), max_length)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def save(self, path: str | Path) -> None:
+        self._tok.save(str(path))
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> (input_ids, attention_mask), both int64 of shape (batch, seq)."""
+        if not texts:
+            raise InputError("no texts to encode")
+        encodings = self._tok.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+
+def train_word_tokenizer(corpus: Iterable[str], max_length: int) -> TextTokenizer:
+    """A lower-cased word-level tokenizer over a caption corpus, prefixing [CLS] to every text.
+
+    Used for small models trained from scratch; pretrained text towers bring their own file.
+    """
+    tok = Tokenizer(WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(corpus, WordLevelTrainer(special_tokens=[PAD, UNK, CLS]))
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))]
+    )
+    return TextTokenizer(tok, max_length)

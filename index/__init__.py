@@ -1,0 +1,1 @@
+"""Offline index build, index bundles and search. Serving-path modules never import torch."""

@@ -1,0 +1,104 @@
+"""The index bundle contract: manifest, FAISS index and metadata store, published atomically.
+
+An index root folder holds immutable version folders and a `CURRENT` file naming the one
+in use; publishing a new version writes its folder under a temp name, renames it into
+place, then replaces `CURRENT` in one rename. Readers never see a half-written version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from encoders.atomic import sha256_file, staging_dir, write_text_atomic
+from index.errors import IndexBundleError
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+FAISS_FILE = "index.faiss"
+METADATA_FILE = "metadata.sqlite"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    engine_id: str
+    count: int
+    dim: int
+    factory: str  # FAISS index_factory string
+    metric: str = "inner_product"
+    search_params: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    version: str = ""
+    created: str = ""
+    source: str = ""  # where the images came from
+    skipped: int = 0  # unreadable images left out of the build
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexManifest:
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise IndexBundleError(f"bad index manifest: {exc}") from exc
+
+
+def new_version_name() -> str:
+    return time.strftime("v%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000:06d}"
+
+
+def resolve(path: str | Path) -> Path:
+    """An index root (with CURRENT) or a version folder -> the version folder to load."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    pointer = path / CURRENT
+    if not pointer.is_file():
+        raise IndexBundleError(f"no index at {path}: neither {MANIFEST} nor {CURRENT} is there")
+    version = path / pointer.read_text().strip()
+    if not (version / MANIFEST).is_file():
+        raise IndexBundleError(f"{pointer} names {version.name}, which has no {MANIFEST}")
+    return version
+
+
+def read_manifest(folder: Path, verify: bool = True) -> IndexManifest:
+    """Parse `manifest.json` and, with `verify`, check every file against its checksum."""
+    try:
+        manifest = IndexManifest.from_dict(json.loads((folder / MANIFEST).read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexBundleError(f"cannot read {folder / MANIFEST}: {exc}") from exc
+    for name, expected in manifest.files.items() if verify else ():
+        target = folder / name
+        if not target.is_file():
+            raise IndexBundleError(f"index file {target} is missing")
+        if sha256_file(target) != expected:
+            raise IndexBundleError(f"index file {target} fails its checksum (corrupt or modified)")
+    return manifest
+
+
+@contextlib.contextmanager
+def publish(root: str | Path) -> Iterator[tuple[Path, str]]:
+    """Stage a new version under `root`; on success it becomes the one `CURRENT` names.
+
+    `with publish(root) as (folder, version): ...` writes into a temp folder; an error
+    inside the block leaves the root exactly as it was.
+    """
+    root = Path(root)
+    version = new_version_name()
+    with staging_dir(root / version) as folder:
+        yield folder, version
+    write_text_atomic(root / CURRENT, version + "\n")
+
+
+def finish_manifest(folder: Path, manifest: IndexManifest, version: str) -> IndexManifest:
+    """Checksum the files already in `folder` and write the manifest last."""
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    done = IndexManifest(**{**asdict(manifest), "files": files, "version": version,
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    (folder / MANIFEST).write_text(json.dumps(asdict(done), indent=2) + "\n")
+    return done

@@ -1,0 +1,1 @@
+"""The FastAPI service: search over a published index with an ONNX Runtime engine."""

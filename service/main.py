@@ -1,0 +1,50 @@
+"""The FastAPI application: `create_app(settings)` builds it; the lifespan loads the runtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.errors import install_handlers
+from service.routes import health, search
+from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A mismatched or corrupt bundle raises here, so the service never starts serving it.
+        app.state.runtime = Runtime.load(settings)
+        try:
+            yield
+        finally:
+            app.state.runtime.close()
+            app.state.runtime = None
+
+    app = FastAPI(title="xmodal", version="0.1.0", lifespan=lifespan,
+                  description="Cross-modal text/image retrieval.")
+    app.state.settings = settings
+    app.state.runtime = None
+    install_handlers(app)
+    app.include_router(health.router)
+    app.include_router(search.router)
+    return app
+
+
+def serve(settings: Settings | None = None) -> None:
+    """Run the app with uvicorn on the configured host and port."""
+    import uvicorn
+
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower())

@@ -1,0 +1,30 @@
+"""What the service loads at start-up: the engine and the index searcher built for it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from encoders.engine import OnnxEngine
+from index.search import Searcher
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    engine: OnnxEngine
+    searcher: Searcher
+
+    @classmethod
+    def load(cls, settings: Settings) -> Runtime:
+        """Load engine and index; raises if the index was built by another engine."""
+        engine = OnnxEngine(settings.engine_dir, threads=settings.threads)
+        searcher = Searcher(settings.index_dir, engine.engine_id)
+        log.info("serving index %s (%d images) with engine %s",
+                 searcher.version, searcher.manifest.count, engine.engine_id)
+        return cls(engine, searcher)
+
+    def close(self) -> None:
+        self.searcher.close()

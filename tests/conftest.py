@@ -1,0 +1,29 @@
+"""Shared fixtures: a demo pipeline trained once per session, and a second, different engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xmodal import cli
+from xmodal.demo import DemoPaths
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
+    """gallery (held out) + checkpoint trained 300 steps + engine bundle + published index."""
+    root = tmp_path_factory.mktemp("demo")
+    assert cli.main(["demo", "--workdir", str(root), "--no-serve"]) == 0
+    return DemoPaths(root)
+
+
+@pytest.fixture(scope="session")
+def other_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An engine bundle with other weights (2 steps, another seed): a different engine_id."""
+    root = tmp_path_factory.mktemp("other")
+    argv = ["train", "--out", str(root / "ckpt"), "--steps", "2", "--train-size", "64",
+            "--batch-size", "16", "--seed", "1"]
+    assert cli.main(argv) == 0
+    assert cli.main(["export", "--checkpoint", str(root / "ckpt"), "--out", str(root / "engine")]) == 0
+    return root / "engine"

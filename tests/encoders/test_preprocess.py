@@ -1,0 +1,54 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoders.errors import InputError
+from encoders.preprocess import ImagePreprocess, load_image, preprocess
+
+SPEC = ImagePreprocess(size=32)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_shape_dtype_and_normalisation() -> None:
+    out = preprocess([Image.new("RGB", (50, 40), (255, 0, 0))], SPEC)
+    assert out.shape == (1, 3, 32, 32) and out.dtype == np.float32
+    assert np.allclose(out[0, 0], 1.0) and np.allclose(out[0, 1], -1.0)
+
+
+def test_shortest_side_resize_then_centre_crop_keeps_the_middle() -> None:
+    wide = Image.new("RGB", (300, 100), (0, 0, 255))
+    wide.paste((255, 0, 0), (100, 0, 200, 100))  # red middle third
+    out = preprocess([wide], SPEC)[0]
+    assert np.allclose(out[0][:, 1:-1], 1.0, atol=0.05)  # red, but for resampling at the edges
+    assert np.allclose(out[2][:, 1:-1], -1.0, atol=0.05)  # no blue
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "I;16"])
+def test_every_mode_becomes_rgb(mode: str) -> None:
+    image = Image.new("RGB", (20, 20), (10, 200, 30)).convert(mode)
+    assert load_image(_png(image) if mode != "CMYK" else _jpeg(image)).mode == "RGB"
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_transparent_pixels_are_composited_on_white() -> None:
+    clear = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    assert load_image(_png(clear)).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_undecodable_bytes_raise_input_error() -> None:
+    with pytest.raises(InputError, match="cannot decode"):
+        load_image(b"definitely not an image")
+    with pytest.raises(InputError, match="cannot decode"):
+        load_image(_png(Image.new("RGB", (30, 30)))[:40])

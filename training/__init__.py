@@ -1,0 +1,1 @@
+"""Datasets, losses, the training loop and evaluation; produces engine bundles through `encoders`."""

@@ -1,0 +1,1 @@
+"""The `xmodal` command line: the one place that composes every layer."""
