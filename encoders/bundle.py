@@ -33,6 +33,7 @@ class TokenizerSpec:
     file: str = "tokenizer.json"
     max_length: int = 24
     padding: str = "longest"
+    pad_token: str = "[PAD]"
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from encoders.clip import DualEncoder
-from encoders.config import DualEncoderConfig
+from torch import nn
+
+from encoders.config import from_dict, to_dict
 from encoders.errors import BundleError
+from encoders.models import build_model
 from encoders.preprocess import ImagePreprocess
+from encoders.roles import Exportable
 from encoders.tokenizer import TextTokenizer
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
@@ -23,10 +26,18 @@ WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json
 
 @dataclass
 class Checkpoint:
-    model: DualEncoder
+    model: nn.Module  # any registered family; `model.cfg` is its config
     tokenizer: TextTokenizer
     preprocess: ImagePreprocess
     info: dict[str, Any]  # training settings and metrics, carried into the engine manifest
+
+    def exportable(self) -> Exportable:
+        cfg = self.model.cfg
+        return Exportable(
+            family=cfg.family, embed_dim=cfg.embed_dim, roles=self.model.graph_modules(),
+            tokenizer=self.tokenizer, preprocess=self.preprocess,
+            vocab_size=self.tokenizer.vocab_size, info=self.info,
+        )
 
 
 def save_checkpoint(folder: str | Path, ckpt: Checkpoint) -> None:
@@ -36,9 +47,10 @@ def save_checkpoint(folder: str | Path, ckpt: Checkpoint) -> None:
     save_file(state, str(folder / WEIGHTS))
     ckpt.tokenizer.save(folder / TOKENIZER)
     meta = {
-        "model": ckpt.model.cfg.to_dict(),
+        "model": to_dict(ckpt.model.cfg),
         "preprocess": ckpt.preprocess.to_dict(),
         "max_length": ckpt.tokenizer.max_length,
+        "pad_token": ckpt.tokenizer.pad_token,
         "info": ckpt.info,
     }
     (folder / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
@@ -50,11 +62,12 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         if not (folder / name).is_file():
             raise BundleError(f"checkpoint {folder} is missing {name}")
     meta = json.loads((folder / CONFIG).read_text())
-    model = DualEncoder(DualEncoderConfig.from_dict(meta["model"]))
+    model = build_model(from_dict(meta["model"]))
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
     return Checkpoint(
         model=model.eval(),
-        tokenizer=TextTokenizer.from_file(folder / TOKENIZER, meta["max_length"]),
+        tokenizer=TextTokenizer.from_file(folder / TOKENIZER, meta["max_length"],
+                                          meta.get("pad_token", "[PAD]")),
         preprocess=ImagePreprocess.from_dict(meta["preprocess"]),
         info=meta.get("info", {}),
     )

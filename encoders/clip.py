@@ -17,6 +17,7 @@ from torch import nn
 
 from encoders.config import DualEncoderConfig, TextConfig, VisionConfig
 from encoders.layers import Transformer, padding_bias
+from encoders.roles import IMAGE, TEXT
 
 
 class VisionTower(nn.Module):
@@ -56,6 +57,30 @@ class TextTower(nn.Module):
         return self.proj(tokens[:, 0]), tokens
 
 
+class ImageGraph(nn.Module):
+    """The image_encoder role: pixels -> (normalised embedding, tokens)."""
+
+    def __init__(self, tower: nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embed, tokens = self.tower(pixel_values)
+        return F.normalize(embed, dim=-1), tokens
+
+
+class TextGraph(nn.Module):
+    """The text_encoder role: (ids, mask) -> normalised embedding."""
+
+    def __init__(self, tower: nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        embed, _ = self.tower(input_ids, attention_mask)
+        return F.normalize(embed, dim=-1)
+
+
 class DualEncoder(nn.Module):
     def __init__(self, cfg: DualEncoderConfig) -> None:
         super().__init__()
@@ -73,6 +98,10 @@ class DualEncoder(nn.Module):
     ) -> torch.Tensor:
         embed, _ = self.text(ids, mask)
         return F.normalize(embed, dim=-1) if normalize else embed
+
+    def graph_modules(self) -> dict[str, nn.Module]:
+        """One module per exported role (see `encoders.roles`)."""
+        return {IMAGE: ImageGraph(self.visual), TEXT: TextGraph(self.text)}
 
     def forward(
         self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor

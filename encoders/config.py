@@ -1,14 +1,15 @@
 """Model architecture configs: small JSON files validated into dataclasses, and their registry.
 
 Architecture is data (as in open_clip's `model_configs/`): each JSON file in
-`encoders/model_configs/` maps one-to-one onto `DualEncoderConfig`. Unknown names and
-unknown fields raise, so a typo never silently becomes a default.
+`encoders/model_configs/` names its `family`, which selects the dataclass it maps onto
+one-to-one. Unknown names, families and fields raise, so a typo never becomes a default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ class VisionConfig:
     layers: int = 2  # transformer blocks
     heads: int = 4  # attention heads; width must be a multiple
 
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError("vision.image_size must be a multiple of vision.patch_size")
+        _check_heads("vision", self.width, self.heads)
+
 
 @dataclass(frozen=True)
 class TextConfig:
@@ -34,41 +40,107 @@ class TextConfig:
     width: int = 64
     layers: int = 2
     heads: int = 4
+    # A BERT-family checkpoint folder (save_pretrained layout) to initialise the tower from;
+    # its own width, depth, vocabulary and tokenizer then replace the fields above.
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_heads("text", self.width, self.heads)
 
 
 @dataclass(frozen=True)
 class DualEncoderConfig:
-    family: str = "clip"  # model family written to the engine manifest
+    """CLIP-style two towers."""
+
+    family: str = "clip"
     embed_dim: int = 64  # shared embedding space both towers project into
     init_temperature: float = 0.07  # CLIP's initial softmax temperature
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
+
+@dataclass(frozen=True)
+class VLMoConfig:
+    """Mixture-of-modality-experts transformer (VLMo): one stack, three feed-forward experts."""
+
+    family: str = "vlmo"
+    embed_dim: int = 64
+    init_temperature: float = 0.07
+    image_size: int = 64
+    patch_size: int = 8
+    vocab_size: int = 512
+    context_length: int = 24
+    width: int = 64
+    layers: int = 4  # total blocks; each has V-FFN and L-FFN experts
+    fusion_layers: int = 2  # top blocks that, in fusion mode, run joint tokens through the VL-FFN
+    heads: int = 4
+
     def __post_init__(self) -> None:
-        if self.vision.image_size % self.vision.patch_size:
-            raise ValueError("vision.image_size must be a multiple of vision.patch_size")
-        for name, tower in (("vision", self.vision), ("text", self.text)):
-            if tower.width % tower.heads:
-                raise ValueError(f"{name}.width must be a multiple of {name}.heads")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
-        data = dict(data)
-        vision = _strict(VisionConfig, data.pop("vision", {}), "vision")
-        text = _strict(TextConfig, data.pop("text", {}), "text")
-        top = _strict(cls, data, "config", build=False)
-        return cls(vision=vision, text=text, **top)
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if not 0 < self.fusion_layers < self.layers:
+            raise ValueError("fusion_layers must be between 1 and layers - 1")
+        _check_heads("vlmo", self.width, self.heads)
 
 
-def _strict(kind: type, data: dict[str, Any], where: str, build: bool = True) -> Any:
+@dataclass(frozen=True)
+class FusionConfig:
+    """ALBEF/BLIP style: ViT + text encoder for ITC, then cross-attention layers and an ITM head."""
+
+    family: str = "albef"
+    embed_dim: int = 64
+    init_temperature: float = 0.07
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)  # the unimodal (ITC) text layers
+    fusion_layers: int = 2  # multimodal blocks: self-attention, cross-attention to image, FFN
+
+    def __post_init__(self) -> None:
+        if self.fusion_layers < 1:
+            raise ValueError("fusion_layers must be at least 1")
+
+
+ModelConfig = DualEncoderConfig | VLMoConfig | FusionConfig
+
+FAMILIES: dict[str, type] = {
+    "clip": DualEncoderConfig,
+    "align": DualEncoderConfig,
+    "vlmo": VLMoConfig,
+    "albef": FusionConfig,
+    "blip": FusionConfig,
+}
+
+
+def _check_heads(where: str, width: int, heads: int) -> None:
+    if width % heads:
+        raise ValueError(f"{where}.width must be a multiple of {where}.heads")
+
+
+def to_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Build the family's config dataclass from a dict, refusing unknown fields at any depth."""
+    family = data.get("family", "clip")
+    if family not in FAMILIES:
+        raise UnknownModelError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    return _build(FAMILIES[family], data, "config")
+
+
+def _build(kind: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object")
+    hints = typing.get_type_hints(kind)
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown field(s) in {where}: {', '.join(unknown)}")
-    return kind(**data) if build else data
+    values = {
+        name: _build(hints[name], value, f"{where}.{name}")
+        if dataclasses.is_dataclass(hints[name]) else value
+        for name, value in data.items()
+    }
+    return kind(**values)
 
 
 def list_models() -> list[str]:
@@ -76,7 +148,7 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_config(name_or_path: str | Path) -> DualEncoderConfig:
+def load_config(name_or_path: str | Path) -> ModelConfig:
     """Load a config by registry name or from a JSON file path."""
     path = Path(name_or_path)
     if path.suffix != ".json":
@@ -85,4 +157,4 @@ def load_config(name_or_path: str | Path) -> DualEncoderConfig:
         raise UnknownModelError(
             f"unknown model config {str(name_or_path)!r}; known: {', '.join(list_models())}"
         )
-    return DualEncoderConfig.from_dict(json.loads(path.read_text()))
+    return from_dict(json.loads(path.read_text()))

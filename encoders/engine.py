@@ -67,7 +67,7 @@ class OnnxEngine:
             role: self._open(graph.file, options) for role, graph in self.manifest.graphs.items()
         }
         tok = self.manifest.tokenizer
-        self.tokenizer = TextTokenizer.from_file(self.path / tok.file, tok.max_length)
+        self.tokenizer = TextTokenizer.from_file(self.path / tok.file, tok.max_length, tok.pad_token)
         log.info("engine %s loaded with %s", self.engine_id, self.providers)
 
     def _open(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:

@@ -1,74 +1,34 @@
-"""ONNX export of a dual encoder into an engine bundle, with parity measured against PyTorch.
+"""ONNX export of any family into an engine bundle, with parity measured against PyTorch.
 
-Each tower becomes its own graph with dynamic batch (and sequence) axes. Parity is measured
-on random inputs at batch sizes 1 and 7, written into the manifest, and export fails when
-any output differs by more than the tolerance.
+Each role (see `encoders.roles`) becomes its own graph with dynamic batch and sequence axes.
+Parity is measured on random inputs at batch sizes 1 and 7 and written into the manifest;
+export fails when an output differs by more than the precision's tolerance. fp16 and int8
+bundles are converted from the fp32 graphs and measured against the same PyTorch outputs.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from encoders.atomic import staging_dir
-from encoders.bundle import EngineManifest, GraphSpec, TokenizerSpec, write_manifest
-from encoders.clip import DualEncoder
+from encoders.bundle import EngineManifest, TokenizerSpec, write_manifest
 from encoders.errors import ParityError
-from encoders.preprocess import ImagePreprocess
-from encoders.tokenizer import TextTokenizer
+from encoders.quantize import PRECISIONS, convert
+from encoders.roles import DYNAMIC_AXES, GRAPHS, IMAGE, RERANKER, TEXT, Exportable
 
 log = logging.getLogger(__name__)
 
-FP32_ATOL = 1e-4
 PARITY_BATCHES = (1, 7)
-
-IMAGE_GRAPH = GraphSpec("image_encoder.onnx", ["pixel_values"], ["image_embeds", "image_tokens"])
-TEXT_GRAPH = GraphSpec("text_encoder.onnx", ["input_ids", "attention_mask"], ["text_embeds"])
-
-
-class _ImageGraph(nn.Module):
-    def __init__(self, model: DualEncoder) -> None:
-        super().__init__()
-        self.visual = model.visual
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embed, tokens = self.visual(pixel_values)
-        return F.normalize(embed, dim=-1), tokens
-
-
-class _TextGraph(nn.Module):
-    def __init__(self, model: DualEncoder) -> None:
-        super().__init__()
-        self.text = model.text
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        embed, _ = self.text(input_ids, attention_mask)
-        return F.normalize(embed, dim=-1)
-
-
-def _export_graph(
-    module: nn.Module, example: tuple[torch.Tensor, ...], spec: GraphSpec, path: Path, axes: dict
-) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not ours to fix
-        torch.onnx.export(
-            module,
-            example,
-            str(path),
-            input_names=spec.inputs,
-            output_names=spec.outputs,
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
+# max abs difference allowed per precision; embeddings are unit vectors, probabilities in [0, 1]
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.25}
+OPSET = 17
 
 
 def _random_text(batch: int, seq: int, vocab: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -78,7 +38,35 @@ def _random_text(batch: int, seq: int, vocab: int, gen: torch.Generator) -> tupl
     return ids, mask
 
 
-def _parity(module: nn.Module, path: Path, spec: GraphSpec, inputs: list[tuple]) -> float:
+def parity_inputs(src: Exportable, seed: int = 0) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+    """Random inputs for every role at each parity batch size."""
+    gen = torch.Generator().manual_seed(seed)
+    size = src.preprocess.size
+    pixels = [torch.randn(b, 3, size, size, generator=gen) for b in PARITY_BATCHES]
+    texts = [_random_text(b, 8, src.vocab_size, gen) for b in PARITY_BATCHES]
+    inputs = {IMAGE: [(p,) for p in pixels], TEXT: texts}
+    if RERANKER in src.roles:
+        with torch.no_grad():
+            tokens = [src.roles[IMAGE](p)[1] for p in pixels]
+        inputs[RERANKER] = [(t, *tx) for t, tx in zip(tokens, texts, strict=True)]
+    return inputs
+
+
+def _export_graph(module: torch.nn.Module, example: tuple, role: str, path: Path) -> None:
+    spec = GRAPHS[role]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not ours to fix
+        torch.onnx.export(
+            module.eval(), example, str(path),
+            input_names=spec.inputs, output_names=spec.outputs,
+            dynamic_axes={n: DYNAMIC_AXES[n] for n in spec.inputs + spec.outputs},
+            opset_version=OPSET, dynamo=False,
+        )
+
+
+def measure_parity(module: torch.nn.Module, path: Path, role: str, inputs: list[tuple]) -> float:
+    """Largest absolute difference between PyTorch and ONNX Runtime over all inputs/outputs."""
+    spec = GRAPHS[role]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for args in inputs:
@@ -91,47 +79,35 @@ def _parity(module: nn.Module, path: Path, spec: GraphSpec, inputs: list[tuple])
     return worst
 
 
-def export_dual_encoder(
-    model: DualEncoder,
-    tokenizer: TextTokenizer,
-    preprocess: ImagePreprocess,
-    out_dir: str | Path,
-    training: dict[str, Any] | None = None,
-    atol: float = FP32_ATOL,
-) -> EngineManifest:
-    """Export both towers to a new engine bundle at `out_dir` and return its manifest."""
-    model = model.eval()
-    cfg = model.cfg
-    gen = torch.Generator().manual_seed(0)
-    size, seq = preprocess.size, min(8, cfg.text.context_length)
-    image_inputs = [(torch.randn(b, 3, size, size, generator=gen),) for b in PARITY_BATCHES]
-    text_inputs = [_random_text(b, seq, cfg.text.vocab_size, gen) for b in PARITY_BATCHES]
-    graphs = {"image_encoder": IMAGE_GRAPH, "text_encoder": TEXT_GRAPH}
-    with staging_dir(Path(out_dir)) as tmp:
-        image, text = _ImageGraph(model), _TextGraph(model)
-        _export_graph(image, image_inputs[0], IMAGE_GRAPH, tmp / IMAGE_GRAPH.file,
-                      {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"},
-                       "image_tokens": {0: "batch"}})
-        _export_graph(text, text_inputs[0], TEXT_GRAPH, tmp / TEXT_GRAPH.file,
-                      {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                       "text_embeds": {0: "batch"}})
-        parity = {
-            "image_encoder": _parity(image, tmp / IMAGE_GRAPH.file, IMAGE_GRAPH, image_inputs),
-            "text_encoder": _parity(text, tmp / TEXT_GRAPH.file, TEXT_GRAPH, text_inputs),
-        }
-        for role, diff in parity.items():
-            log.info("parity %s: max abs diff %.2e (tolerance %.0e)", role, diff, atol)
+def export_bundle(src: Exportable, out_dir: str | Path, precision: str = "fp32",
+                  atol: float | None = None) -> EngineManifest:
+    """Export every role of `src` to a new engine bundle at `out_dir`; return its manifest."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    atol = TOLERANCE[precision] if atol is None else atol
+    inputs = parity_inputs(src)
+    graphs = {role: GRAPHS[role] for role in src.roles}
+    parity = {}
+    with staging_dir(Path(out_dir)) as tmp, tempfile.TemporaryDirectory() as fp32_dir:
+        for role, module in src.roles.items():
+            fp32_path = Path(fp32_dir) / GRAPHS[role].file
+            _export_graph(module, inputs[role][0], role, fp32_path)
+            convert(fp32_path, tmp / GRAPHS[role].file, precision)
+            diff = measure_parity(module, tmp / GRAPHS[role].file, role, inputs[role])
+            log.info("parity %s %s: max abs diff %.2e (tolerance %.0e)", role, precision, diff, atol)
             if diff > atol:
-                raise ParityError(f"{role} differs from PyTorch by {diff:.2e} > {atol:.0e}")
-        tokenizer.save(tmp / "tokenizer.json")
+                raise ParityError(f"{role} ({precision}) differs from PyTorch by {diff:.2e} > {atol:.0e}")
+            parity[role] = {"max_abs": diff, "atol": atol, "batch_sizes": list(PARITY_BATCHES)}
+        src.tokenizer.save(tmp / "tokenizer.json")
         manifest = EngineManifest(
-            family=cfg.family,
-            embed_dim=cfg.embed_dim,
-            image_preprocess=preprocess,
-            tokenizer=TokenizerSpec("tokenizer.json", tokenizer.max_length),
+            family=src.family,
+            embed_dim=src.embed_dim,
+            image_preprocess=src.preprocess,
+            tokenizer=TokenizerSpec("tokenizer.json", src.tokenizer.max_length,
+                                    pad_token=src.tokenizer.pad_token),
             graphs=graphs,
-            parity={role: {"max_abs": diff, "atol": atol, "batch_sizes": list(PARITY_BATCHES)}
-                    for role, diff in parity.items()},
-            training=training or {},
+            precision=precision,
+            parity=parity,
+            training=src.info,
         )
         return write_manifest(tmp, manifest)

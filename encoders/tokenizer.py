@@ -22,16 +22,19 @@ PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 class TextTokenizer:
     """Wraps a `tokenizers.Tokenizer` with the max length and padding rule from a manifest."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_length: int, pad_token: str = PAD) -> None:
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise InputError(f"padding token {pad_token!r} is not in the tokenizer's vocabulary")
         self.max_length = max_length
+        self.pad_token = pad_token
         self._tok = tokenizer
-        pad_id = tokenizer.token_to_id(PAD)
         self._tok.enable_truncation(max_length)
-        self._tok.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=PAD)
+        self._tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
 
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int) -> TextTokenizer:
-        return cls(Tokenizer.from_file(str(path)), max_length)
+    def from_file(cls, path: str | Path, max_length: int, pad_token: str = PAD) -> TextTokenizer:
+        return cls(Tokenizer.from_file(str(path)), max_length, pad_token)
 
     @property
     def vocab_size(self) -> int:

@@ -26,11 +26,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from encoders.checkpoint import load_checkpoint
-    from encoders.export import export_dual_encoder
+    from encoders.export import export_bundle
 
-    ckpt = load_checkpoint(args.checkpoint)
-    manifest = export_dual_encoder(ckpt.model, ckpt.tokenizer, ckpt.preprocess, args.out, ckpt.info)
-    print(json.dumps({"engine_id": manifest.engine_id, "parity": manifest.parity}, indent=2))
+    manifest = export_bundle(load_checkpoint(args.checkpoint).exportable(), args.out, args.precision)
+    print(json.dumps({"engine_id": manifest.engine_id, "precision": manifest.precision,
+                      "parity": manifest.parity}, indent=2))
     return 0
 
 
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to an engine bundle")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="engine bundle folder (must not exist)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp16 for GPUs, int8 (dynamic quantisation) for CPUs")
     p.set_defaults(func=_export)
 
     index = sub.add_parser("index", help="index operations").add_subparsers(dest="op", required=True)

@@ -38,7 +38,7 @@ def prepare(root: str | Path, steps: int = 300) -> DemoPaths:
     """Make whatever of gallery, checkpoint, engine and index is missing under `root`."""
     from encoders.checkpoint import WEIGHTS, load_checkpoint
     from encoders.engine import OnnxEngine
-    from encoders.export import export_dual_encoder
+    from encoders.export import export_bundle
     from index.build import build_index
     from index.bundle import CURRENT
     from training.synthetic import write_gallery
@@ -52,8 +52,7 @@ def prepare(root: str | Path, steps: int = 300) -> DemoPaths:
         log.info("training the demo model (%d steps)", steps)
         train(TrainConfig(out=paths.checkpoint, steps=steps))
     if not paths.engine.is_dir():
-        ckpt = load_checkpoint(paths.checkpoint)
-        export_dual_encoder(ckpt.model, ckpt.tokenizer, ckpt.preprocess, paths.engine, ckpt.info)
+        export_bundle(load_checkpoint(paths.checkpoint).exportable(), paths.engine)
     if not (paths.index / CURRENT).is_file():
         build_index(OnnxEngine(paths.engine), paths.gallery, paths.index)
     return paths

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from encoders.config import DualEncoderConfig, list_models, load_config
+from encoders.config import DualEncoderConfig, from_dict, list_models, load_config, to_dict
 from encoders.errors import UnknownModelError
 
 
@@ -19,7 +19,7 @@ def test_unknown_name_raises_listing_known_ones() -> None:
 
 
 def test_unknown_field_is_refused(tmp_path: Path) -> None:
-    data = DualEncoderConfig().to_dict()
+    data = to_dict(DualEncoderConfig())
     data["vision"]["patch_sise"] = 8
     path = tmp_path / "typo.json"
     path.write_text(json.dumps(data))
@@ -28,7 +28,12 @@ def test_unknown_field_is_refused(tmp_path: Path) -> None:
 
 
 def test_inconsistent_geometry_is_refused() -> None:
-    data = DualEncoderConfig().to_dict()
+    data = to_dict(DualEncoderConfig())
     data["vision"]["patch_size"] = 7
     with pytest.raises(ValueError, match="multiple"):
-        DualEncoderConfig.from_dict(data)
+        from_dict(data)
+
+
+def test_unknown_family_is_refused() -> None:
+    with pytest.raises(UnknownModelError, match="family"):
+        from_dict({"family": "resnet-lstm"})

@@ -16,7 +16,8 @@ from encoders.clip import DualEncoder
 from encoders.config import load_config
 from encoders.engine import OnnxEngine
 from encoders.errors import BundleError, InputError, ParityError
-from encoders.export import export_dual_encoder
+from encoders.checkpoint import Checkpoint
+from encoders.export import export_bundle
 from encoders.preprocess import ImagePreprocess, preprocess
 from encoders.tokenizer import train_word_tokenizer
 
@@ -34,10 +35,14 @@ def model_and_tokenizer() -> tuple[DualEncoder, object]:
 
 @pytest.fixture(scope="module")
 def bundle(model_and_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, tokenizer = model_and_tokenizer
     out = tmp_path_factory.mktemp("export") / "engine"
-    export_dual_encoder(model, tokenizer, ImagePreprocess(size=64), out, {"note": "untrained"})
+    export_bundle(_exportable(model_and_tokenizer), out)
     return out
+
+
+def _exportable(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    return Checkpoint(model, tokenizer, ImagePreprocess(size=64), {"note": "untrained"}).exportable()
 
 
 def test_manifest_records_parity_within_tolerance(bundle: Path) -> None:
@@ -67,9 +72,8 @@ def test_engine_matches_pytorch_at_batch_1_and_7(bundle: Path, model_and_tokeniz
 
 
 def test_export_fails_loudly_above_tolerance(model_and_tokenizer, tmp_path: Path) -> None:
-    model, tokenizer = model_and_tokenizer
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        export_dual_encoder(model, tokenizer, ImagePreprocess(size=64), tmp_path / "e", atol=0.0)
+        export_bundle(_exportable(model_and_tokenizer), tmp_path / "e", atol=0.0)
     assert not (tmp_path / "e").exists()  # nothing half-written is left behind
 
 
@@ -94,3 +98,22 @@ def test_engine_rejects_wrong_pixel_shape(bundle: Path) -> None:
         engine.encode_pixels(np.zeros((2, 3, 32, 32), dtype=np.float32))
     with pytest.raises(InputError):
         engine.encode_texts([])
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_bundles_record_their_parity(
+    model_and_tokenizer, precision: str, tmp_path: Path
+) -> None:
+    manifest = export_bundle(_exportable(model_and_tokenizer), tmp_path / precision, precision)
+    assert manifest.precision == precision
+    reread = read_manifest(tmp_path / precision)  # re-read: the id verifies against the files
+    assert reread.engine_id == manifest.engine_id
+    for figures in manifest.parity.values():
+        assert 0 < figures["max_abs"] <= figures["atol"]
+    engine = OnnxEngine(tmp_path / precision)
+    model, tokenizer = model_and_tokenizer
+    ids, mask = tokenizer.encode(CAPTIONS)
+    with torch.no_grad():
+        expected = model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    cosine = (engine.encode_texts(CAPTIONS) * expected).sum(axis=1)
+    assert cosine.min() > 0.95
