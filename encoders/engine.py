@@ -19,6 +19,7 @@ from PIL import Image
 from encoders.bundle import EngineManifest, read_manifest
 from encoders.errors import BundleError, InputError
 from encoders.preprocess import preprocess
+from encoders.roles import IMAGE, RERANKER, TEXT
 from encoders.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Engine(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray: ...
+
 
 def available_providers(preference: Sequence[str] = PROVIDER_PREFERENCE) -> list[str]:
     offered = set(ort.get_available_providers())
@@ -62,6 +65,9 @@ class OnnxEngine:
         self.manifest = read_manifest(self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        # Idle ORT threads otherwise spin for a while after each run, taking cores from the
+        # web server, FAISS and other sessions in the same process.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = list(providers) if providers else available_providers()
         self._sessions = {
             role: self._open(graph.file, options) for role, graph in self.manifest.graphs.items()
@@ -89,15 +95,34 @@ class OnnxEngine:
         size = self.manifest.image_preprocess.size
         if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size):
             raise InputError(f"pixels must have shape (batch, 3, {size}, {size}), got {pixels.shape}")
-        return self._run("image_encoder", {"pixel_values": pixels.astype(np.float32, copy=False)})
+        return self._run(IMAGE, {"pixel_values": pixels.astype(np.float32, copy=False)})
+
+    @property
+    def has_reranker(self) -> bool:
+        return RERANKER in self._sessions
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The bundle's preprocessing, the same function training and index build use."""
+        return preprocess(images, self.manifest.image_preprocess)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        pixels = preprocess(images, self.manifest.image_preprocess)
-        return self.encode_pixels(pixels)["image_embeds"]
+        return self.encode_pixels(self.pixels(images))["image_embeds"]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         ids, mask = self.tokenizer.encode(texts)
-        return self._run("text_encoder", {"input_ids": ids, "attention_mask": mask})["text_embeds"]
+        return self._run(TEXT, {"input_ids": ids, "attention_mask": mask})["text_embeds"]
+
+    def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Match probability of each (image tokens, text) pair: tokens (b, n, w), b texts -> (b,)."""
+        if not self.has_reranker:
+            raise InputError(f"engine {self.engine_id} ({self.manifest.family}) has no reranker")
+        if image_tokens.ndim != 3 or image_tokens.shape[0] != len(texts):
+            raise InputError(f"image_tokens must have shape ({len(texts)}, tokens, width), "
+                             f"got {image_tokens.shape}")
+        ids, mask = self.tokenizer.encode(texts)
+        feeds = {"image_tokens": image_tokens.astype(np.float32, copy=False),
+                 "input_ids": ids, "attention_mask": mask}
+        return self._run(RERANKER, feeds)["match_prob"]
 
     def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         graph = self.manifest.graphs[role]

@@ -62,3 +62,60 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, bias)
         return x
+
+
+def feed_forward(width: int, mlp_ratio: int = 4) -> nn.Sequential:
+    """The transformer MLP (same layout as `Block.mlp`), for blocks that hold several of them."""
+    return nn.Sequential(
+        nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+    )
+
+
+class CrossAttention(nn.Module):
+    """Queries from one sequence, keys and values from another, possibly of another width.
+
+    Keys and values are projected from `kv_width` to `width`, as ALBEF's cross-attention
+    projects ViT tokens into BERT's width.
+    """
+
+    def __init__(self, width: int, heads: int, kv_width: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(kv_width, 2 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (b, t, width) attends to context (b, n, kv_width); bias (b, 1, 1, n) or None."""
+        b, t, w = x.shape
+        hd = w // self.heads
+        q = self.q(x).reshape(b, t, self.heads, hd).transpose(1, 2)  # (b, heads, t, hd)
+        k, v = self.kv(context).reshape(b, -1, 2, self.heads, hd).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(hd)  # (b, heads, t, n)
+        if bias is not None:
+            scores = scores + bias
+        out = scores.softmax(dim=-1) @ v  # (b, heads, t, hd)
+        return self.proj(out.transpose(1, 2).reshape(b, t, w))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm multimodal block: self-attention, cross-attention to a context, feed-forward."""
+
+    def __init__(self, width: int, heads: int, kv_width: int, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.cross = CrossAttention(width, heads, kv_width)
+        self.ln_3 = nn.LayerNorm(width)
+        self.mlp = feed_forward(width, mlp_ratio)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (b, t, width) with self-attention bias (b, 1, 1, t); context (b, n, kv_width)."""
+        x = x + self.attn(self.ln_1(x), bias)
+        x = x + self.cross(self.ln_2(x), context)
+        return x + self.mlp(self.ln_3(x))

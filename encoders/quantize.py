@@ -21,8 +21,15 @@ def convert(src: Path, dst: Path, precision: str) -> None:
         onnx.save(model, str(dst))
     elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        # weights of MatMul/Gemm in int8, activations quantised on the fly
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        # shape inference and graph optimisation first, as ONNX Runtime recommends, so more
+        # MatMuls are recognised; then int8 weights with activations quantised on the fly
+        prepared = dst.with_suffix(".prep.onnx")
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        try:
+            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
+        finally:
+            prepared.unlink(missing_ok=True)
     else:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")

@@ -48,3 +48,22 @@ def test_demo_reuses_what_it_already_made(demo: DemoPaths) -> None:
     assert cli.main(["demo", "--workdir", str(demo.root), "--no-serve"]) == 0
     after = {p: p.stat().st_mtime_ns for p in demo.root.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_bench_engine_compares_runners_side_by_side(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "engine.json"
+    argv = ["bench", "engine", "--model", "tiny-clip", "--batch", "1", "4", "--rounds", "1",
+            "--json", str(out)]
+    assert cli.main(argv) == 0
+    assert "vs torch" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    runners = {(r["tower"], r["batch"], r["runner"]) for r in results}
+    assert runners == {(t, b, n) for t in ("image", "text") for b in (1, 4)
+                       for n in ("torch_eager", "onnx_fp32", "onnx_int8")}
+    for r in results:
+        assert r["items_per_s"] > 0
+        if r["runner"] == "torch_eager":
+            assert r["vs_torch"] == 1.0
+        assert r["min_cosine_to_torch"] >= (0.9999 if r["runner"] != "onnx_int8" else 0.95)

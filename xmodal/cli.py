@@ -76,6 +76,13 @@ def _bench_serving(args: argparse.Namespace) -> int:
     return bench_main(args.engine, args.index, args.queries)
 
 
+def _bench_engine(args: argparse.Namespace) -> int:
+    from bench.engine import main as bench_main
+
+    return bench_main(args.model, args.checkpoint, tuple(args.batch), args.rounds, args.json,
+                      args.gallery)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from xmodal.demo import prepare
 
@@ -131,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=Path, default=Path("var/demo/index"))
     p.add_argument("--queries", type=int, default=256)
     p.set_defaults(func=_bench_serving)
+
+    p = bench.add_parser("engine", help="PyTorch eager vs ONNX Runtime fp32 vs int8 throughput")
+    p.add_argument("--model", default="small-clip", help="config to benchmark, randomly initialised")
+    p.add_argument("--checkpoint", type=Path, help="benchmark a trained checkpoint instead")
+    p.add_argument("--gallery", type=Path, help="with --checkpoint: also Recall@K, fp32 vs int8")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(func=_bench_engine)
 
     p = sub.add_parser("demo", help="prepare the demo gallery, model and index, then serve")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))

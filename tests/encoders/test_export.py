@@ -117,3 +117,10 @@ def test_reduced_precision_bundles_record_their_parity(
         expected = model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     cosine = (engine.encode_texts(CAPTIONS) * expected).sum(axis=1)
     assert cosine.min() > 0.95
+
+
+def test_dual_encoder_bundle_has_no_reranker(bundle: Path) -> None:
+    engine = OnnxEngine(bundle)
+    assert not engine.has_reranker
+    with pytest.raises(InputError, match="no reranker"):
+        engine.score(np.zeros((1, 65, 96), dtype=np.float32), ["a red circle"])
