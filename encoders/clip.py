@@ -86,7 +86,13 @@ class DualEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.visual = VisionTower(cfg.vision, cfg.embed_dim)
-        self.text = TextTower(cfg.text, cfg.embed_dim)
+        if cfg.text.pretrained:
+            # transformers is imported only for towers that start from a checkpoint
+            from encoders.pretrained_text import PretrainedTextTower
+
+            self.text: nn.Module = PretrainedTextTower(cfg.text.pretrained, cfg.embed_dim)
+        else:
+            self.text = TextTower(cfg.text, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
 
     def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -29,21 +29,37 @@ _INTERPOLATION = {
 class ImagePreprocess:
     size: int = 64  # square output side, pixels
     resize: str = "shortest"  # "shortest": scale the short side to `size`; "stretch": to size x size
-    crop: str = "center"  # crop rule after a "shortest" resize
+    crop: str = "center"  # crop rule after the resize
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # per RGB channel, on 0..1 pixels
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Side the resize aims at before the centre crop to `size` (the short side for "shortest",
+    # both sides for "stretch"); None means `size`, i.e. no margin is cropped away.
+    resize_to: int | None = None
+    # How a "shortest" resize sizes the long side: "round" (this project's native models) or
+    # "floor" (int(), as Hugging Face image processors and torchvision do).
+    long_side: str = "round"
 
     def __post_init__(self) -> None:
         if self.resize not in ("shortest", "stretch"):
             raise ValueError(f"unknown resize rule {self.resize!r}")
+        if self.resize_to is not None and self.resize_to < self.size:
+            raise ValueError(f"resize_to {self.resize_to} is below the crop size {self.size}")
+        if self.long_side not in ("round", "floor"):
+            raise ValueError(f"unknown long-side rule {self.long_side!r}")
         if self.crop != "center":
             raise ValueError(f"unknown crop rule {self.crop!r}")
         if self.interpolation not in _INTERPOLATION:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Fields added later are written only when set, so the engine_id of a bundle made
+        # before they existed (a hash over this dict) still verifies.
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImagePreprocess:
@@ -53,15 +69,27 @@ class ImagePreprocess:
         return cls(**data)
 
 
-def load_image(source: str | Path | bytes) -> Image.Image:
+_OPTIONAL_DEFAULTS = {"resize_to": None, "long_side": "round"}
+
+# Larger images are refused before their pixels are decoded (decompression bombs).
+MAX_PIXELS = 64_000_000
+
+
+def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file or bytes as RGB, upright (EXIF orientation applied), first frame only."""
+    name = "image bytes" if isinstance(source, bytes) else str(source)
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        width, height = image.size  # read from the header; nothing is decoded yet
+        if width * height > max_pixels:
+            raise InputError(f"{name} is {width}x{height} = {width * height} pixels, over the "
+                             f"limit of {max_pixels}")
         image.seek(0)  # animated formats: the first frame stands for the image
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        name = "image bytes" if isinstance(source, bytes) else str(source)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"cannot decode {name}: {exc}") from exc
 
 
@@ -83,13 +111,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _resize(image: Image.Image, spec: ImagePreprocess) -> Image.Image:
     method = _INTERPOLATION[spec.interpolation]
-    if spec.resize == "stretch":
-        return image.resize((spec.size, spec.size), method)
+    target = spec.resize_to or spec.size
     width, height = image.size
-    scale = spec.size / min(width, height)
-    new_w = max(spec.size, round(width * scale))
-    new_h = max(spec.size, round(height * scale))
+    if spec.resize == "stretch":
+        new_w = new_h = target
+    elif spec.long_side == "floor":
+        # exactly Hugging Face's get_resize_output_image_size(default_to_square=False)
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(target * long / short)
+        new_w, new_h = (target, new_long) if width <= height else (new_long, target)
+    else:
+        scale = target / min(width, height)
+        new_w = max(target, round(width * scale))
+        new_h = max(target, round(height * scale))
     image = image.resize((new_w, new_h), method)
+    if (new_w, new_h) == (spec.size, spec.size):
+        return image
     left = (new_w - spec.size) // 2
     top = (new_h - spec.size) // 2
     return image.crop((left, top, left + spec.size, top + spec.size))

@@ -52,3 +52,32 @@ def test_undecodable_bytes_raise_input_error() -> None:
         load_image(b"definitely not an image")
     with pytest.raises(InputError, match="cannot decode"):
         load_image(_png(Image.new("RGB", (30, 30)))[:40])
+
+
+def test_exif_orientation_is_applied() -> None:
+    tall = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = tall.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    tall.save(buffer, format="JPEG", exif=exif)
+    assert load_image(buffer.getvalue()).size == (20, 40)
+
+
+def test_animated_image_uses_its_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    red, green, blue = load_image(buffer.getvalue()).getpixel((8, 8))
+    assert red > 200 and blue < 50
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 500), (700, 3)])
+def test_tiny_and_extreme_aspect_images_preprocess(size: tuple[int, int]) -> None:
+    out = preprocess([Image.new("RGB", size, (0, 255, 0))], SPEC)
+    assert out.shape == (1, 3, 32, 32) and np.isfinite(out).all()
+
+
+def test_oversized_image_is_refused_before_decoding() -> None:
+    huge = _png(Image.new("L", (5000, 5000)))  # compresses to a few kilobytes
+    with pytest.raises(InputError, match="over the limit"):
+        load_image(huge, max_pixels=1_000_000)
