@@ -19,3 +19,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads")
     log_level: str = Field("info", description="root log level")
+    redis_url: str | None = Field(None, description="Redis for the shared cache; unset: in-process")
+    cache_entries: int = Field(10_000, ge=0, description="in-process cache size (0: no cache)")
+    cache_ttl_s: int = Field(3600, ge=1, description="lifetime of a cached entry in Redis")
+    max_image_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image upload")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
+    batch_max_size: int = Field(32, ge=1, le=1024, description="most queries encoded together")
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=1000,
+                                     description="longest a query waits for others to batch with")

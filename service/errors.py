@@ -1,6 +1,7 @@
 """The service's error hierarchy and the one place it is mapped to HTTP responses.
 
-Every error leaves as `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx status.
+Every error leaves as `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx status and
+is counted in the metrics by code.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from encoders.errors import InputError
 
@@ -26,28 +28,52 @@ class InvalidQuery(ServiceError):
     code = "invalid_query"
 
 
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
 class NotReady(ServiceError):
     status = 503
     code = "not_ready"
 
 
-def _body(status: int, code: str, message: str) -> JSONResponse:
+def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code=code).inc()
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "body"
 
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _body(exc.status, exc.code, str(exc))
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(request, exc.status, exc.code, str(exc))
 
     @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return _body(InvalidQuery.status, InvalidQuery.code, str(exc))
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return error_response(request, InvalidQuery.status, InvalidQuery.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        return _body(422, "invalid_request", problems)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(request, 422, "invalid_request", problems)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "internal error; see the server log")

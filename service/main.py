@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from service.config import Settings
 from service.errors import install_handlers
-from service.routes import health, search
+from service.metrics import Metrics
+from service.pipeline import QueryPipeline, make_cache
+from service.routes import health, images, search, web
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -18,24 +20,28 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A mismatched or corrupt bundle raises here, so the service never starts serving it.
-        app.state.runtime = Runtime.load(settings)
+        runtime = Runtime.load(settings)
+        app.state.pipeline = QueryPipeline(runtime, settings, metrics, make_cache(settings, metrics))
         try:
             yield
         finally:
-            app.state.runtime.close()
-            app.state.runtime = None
+            await app.state.pipeline.close()
+            runtime.close()
+            app.state.pipeline = None
 
     app = FastAPI(title="xmodal", version="0.1.0", lifespan=lifespan,
                   description="Cross-modal text/image retrieval.")
     app.state.settings = settings
-    app.state.runtime = None
+    app.state.metrics = metrics
+    app.state.pipeline = None
     install_handlers(app)
-    app.include_router(health.router)
-    app.include_router(search.router)
+    for module in (health, search, images, web):
+        app.include_router(module.router)
     return app
 
 

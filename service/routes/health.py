@@ -1,8 +1,9 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and Prometheus metrics."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.deps import RuntimeDep
+from service.deps import MetricsDep, PipelineDep
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -15,11 +16,17 @@ def healthz() -> Health:
 
 
 @router.get("/readyz")
-def readyz(runtime: RuntimeDep) -> Readiness:
+def readyz(pipeline: PipelineDep) -> Readiness:
     """Engine and index are loaded and consistent; 503 otherwise."""
     return Readiness(
         status="ready",
-        engine_id=runtime.engine.engine_id,
-        index_version=runtime.searcher.version,
-        count=runtime.searcher.manifest.count,
+        engine_id=pipeline.engine_id,
+        index_version=pipeline.index_version,
+        count=pipeline.runtime.searcher.manifest.count,
     )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(m: MetricsDep) -> Response:
+    """Prometheus text format: stage latencies, cache outcomes, errors by code, batch sizes."""
+    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,81 @@
+"""Micro-batching: concurrent requests are grouped into one engine call.
+
+The first request opens a batch; it closes when `max_size` requests have joined or
+`max_wait` has passed, and the engine runs in a worker thread so the event loop keeps
+accepting requests meanwhile. With one request in flight the added latency is `max_wait`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        fn: Callable[[Sequence[T]], Sequence[R]],
+        max_size: int,
+        max_wait_s: float,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._fn = fn
+        self._max_size = max_size
+        self._max_wait = max_wait_s
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        if self._queue is None:  # created lazily, inside the loop that serves requests
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run())
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = self._queue = None
+
+    async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        deadline = asyncio.get_running_loop().time() + self._max_wait
+        while len(batch) < self._max_size:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            live = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if not live:
+                continue
+            if self._on_batch:
+                self._on_batch(len(live))
+            try:
+                results = await asyncio.to_thread(self._fn, [item for item, _ in live])
+            except Exception as exc:  # one failure answers every caller in the batch
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(live, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)

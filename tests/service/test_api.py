@@ -1,0 +1,110 @@
+"""The search API beyond text search: image queries, images, metrics, the page, the cache."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.config import Settings
+from service.main import create_app
+from tests.service.redis_server import RedisServer
+from xmodal.demo import DemoPaths
+
+
+@pytest.fixture(scope="module")
+def client(demo: DemoPaths) -> Iterator[TestClient]:
+    settings = Settings(engine_dir=demo.engine, index_dir=demo.index, max_image_bytes=200_000)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _gallery_png(demo: DemoPaths, name: str = "scene-00010.png") -> bytes:
+    return (demo.gallery / name).read_bytes()
+
+
+def test_image_upload_finds_the_same_image_first(client: TestClient, demo: DemoPaths) -> None:
+    files = {"file": ("q.png", _gallery_png(demo), "image/png")}
+    response = client.post("/v1/search/image", files=files, data={"k": "3"})
+    assert response.status_code == 200, response.text
+    top = response.json()["results"][0]
+    assert top["path"] == "scene-00010.png" and top["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_base64_json_image_query_matches_multipart(client: TestClient, demo: DemoPaths) -> None:
+    data = base64.b64encode(_gallery_png(demo)).decode()
+    body = client.post("/v1/search/image", json={"image_base64": data, "k": 3}).json()
+    assert [r["path"] for r in body["results"]][0] == "scene-00010.png"
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [
+    ({"files": {"file": ("x.png", b"", "image/png")}}, 422, "invalid_query"),
+    ({"files": {"file": ("x.png", b"not an image at all", "image/png")}}, 422, "invalid_query"),
+    ({"files": {"file": ("x.png", b"\0" * 300_000, "image/png")}}, 413, "payload_too_large"),
+    ({"data": {"k": "3"}, "files": {"other": ("x", b"1", "text/plain")}}, 422, "invalid_query"),
+    ({"json": {"image_base64": "@@@not base64@@@"}}, 422, "invalid_query"),
+    ({"json": {"image_base64": "aGVsbG8=", "k": 0}}, 422, "invalid_query"),
+    ({"json": {"image_base64": "aGVsbG8=", "target": "text"}}, 422, "invalid_query"),
+])
+def test_bad_image_queries_get_json_errors(client: TestClient, kwargs: dict, status: int,
+                                           code: str) -> None:
+    response = client.post("/v1/search/image", **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+def test_min_score_cuts_the_tail(client: TestClient) -> None:
+    loose = client.post("/v1/search/text", json={"text": "a red circle", "k": 20}).json()
+    cut = sorted(r["score"] for r in loose["results"])[10]
+    strict = client.post("/v1/search/text",
+                         json={"text": "a red circle", "k": 20, "min_score": cut}).json()
+    assert 0 < len(strict["results"]) < len(loose["results"])
+    assert all(r["score"] >= cut for r in strict["results"])
+
+
+def test_images_are_served_by_id_and_nothing_else(client: TestClient, demo: DemoPaths) -> None:
+    hit = client.post("/v1/search/text", json={"text": "a blue square", "k": 1}).json()["results"][0]
+    image = client.get(hit["thumbnail_url"])
+    assert image.status_code == 200 and image.content == (demo.gallery / hit["path"]).read_bytes()
+    assert client.get("/v1/images/999999").json()["error"]["code"] == "not_found"
+    traversal = client.get("/v1/images/..%2F..%2Fetc%2Fpasswd")
+    assert traversal.status_code in (404, 422) and "root:" not in traversal.text
+
+
+def test_metrics_report_stages_cache_and_errors(client: TestClient) -> None:
+    for _ in range(2):
+        client.post("/v1/search/text", json={"text": "a purple diamond", "k": 4})
+    client.post("/v1/search/text", json={"text": ""})
+    text = client.get("/metrics").text
+    assert 'xmodal_stage_seconds_count{stage="encode"}' in text
+    assert 'xmodal_stage_seconds_count{stage="search"}' in text
+    assert 'xmodal_cache_total{cache="response",outcome="hit"}' in text
+    assert 'xmodal_errors_total{code="invalid_request"}' in text
+    assert "xmodal_batch_size_bucket" in text
+
+
+def test_search_page_is_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="query"' in page.text and "/v1/search/image" in page.text
+
+
+def test_redis_backed_cache_serves_repeats_and_outlives_redis(demo: DemoPaths) -> None:
+    server = RedisServer().start()
+    settings = Settings(engine_dir=demo.engine, index_dir=demo.index, redis_url=server.url)
+    try:
+        with TestClient(create_app(settings)) as c:
+            query = {"text": "a yellow triangle", "k": 5}
+            first = c.post("/v1/search/text", json=query).json()
+            assert c.post("/v1/search/text", json=query).json() == first
+            server.kill()
+            assert c.post("/v1/search/text", json=query).json() == first  # recomputed
+            metrics = c.get("/metrics").text
+        assert 'xmodal_cache_total{cache="response",outcome="hit"} 1.0' in metrics
+        assert "xmodal_cache_errors_total 1.0" in metrics
+    finally:
+        server.kill()

@@ -1,0 +1,51 @@
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from service.batching import MicroBatcher
+
+
+def test_concurrent_requests_share_one_engine_call() -> None:
+    calls: list[list[int]] = []
+
+    def double(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        return [2 * i for i in items]
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(double, max_size=64, max_wait_s=0.2)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        await batcher.close()
+        return results
+
+    assert asyncio.run(scenario()) == [2 * i for i in range(10)]
+    assert calls == [list(range(10))]
+
+
+def test_batches_never_exceed_max_size() -> None:
+    sizes: list[int] = []
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(lambda xs: list(xs), max_size=4, max_wait_s=0.2, on_batch=sizes.append)
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(10))) == list(range(10))
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert sum(sizes) == 10 and max(sizes) == 4
+
+
+def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:
+    def fragile(items: Sequence[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("unlucky batch")
+        return list(items)
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(fragile, max_size=8, max_wait_s=0.05)
+        with pytest.raises(ValueError, match="unlucky"):
+            await batcher.submit(13)
+        assert await batcher.submit(7) == 7
+        await batcher.close()
+
+    asyncio.run(scenario())
