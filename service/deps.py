@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from service.config import Settings
-from service.errors import NotReady
+from service.errors import Forbidden, Unauthorized
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline
 
 
-def get_pipeline(request: Request) -> QueryPipeline:
-    pipeline = getattr(request.app.state, "pipeline", None)
-    if pipeline is None:
-        raise NotReady("the engine and index are not loaded yet")
-    return pipeline
+async def get_pipeline(request: Request) -> AsyncIterator[QueryPipeline]:
+    async with request.app.state.serving.lease() as pipeline:
+        yield pipeline
 
 
 def get_settings(request: Request) -> Settings:
@@ -27,6 +27,20 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def require_admin(
+    request: Request, x_api_key: Annotated[str | None, Header()] = None
+) -> None:
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        raise Forbidden("the admin API is disabled: no XMODAL_API_KEYS are configured")
+    given = (x_api_key or "").encode()
+    # compare against every key, in constant time each, so timing reveals nothing
+    matches = [hmac.compare_digest(given, key.encode()) for key in keys]
+    if not x_api_key or not any(matches):
+        raise Unauthorized("a valid X-API-Key header is required")
+
+
 PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdminDep = Depends(require_admin)

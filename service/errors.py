@@ -33,6 +33,21 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

@@ -12,8 +12,9 @@ from service.config import Settings
 from service.errors import install_handlers
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline, make_cache
-from service.routes import health, images, search, web
+from service.routes import admin, health, images, search, web
 from service.runtime import Runtime
+from service.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +27,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A mismatched or corrupt bundle raises here, so the service never starts serving it.
         runtime = Runtime.load(settings)
-        app.state.pipeline = QueryPipeline(runtime, settings, metrics, make_cache(settings, metrics))
+        await app.state.serving.swap(
+            QueryPipeline(runtime, settings, metrics, make_cache(settings, metrics)))
         try:
             yield
         finally:
-            await app.state.pipeline.close()
-            runtime.close()
-            app.state.pipeline = None
+            await app.state.serving.close()
 
     app = FastAPI(title="xmodal", version="0.1.0", lifespan=lifespan,
                   description="Cross-modal text/image retrieval.")
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.pipeline = None
+    app.state.serving = Serving()
     install_handlers(app)
-    for module in (health, search, images, web):
+    for module in (health, search, images, admin, web):
         app.include_router(module.router)
     return app
 

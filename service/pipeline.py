@@ -39,6 +39,8 @@ class QueryPipeline:
         observe = metrics.batch_size.observe
         self._texts = MicroBatcher(self._encode_texts, settings.batch_max_size, wait, observe)
         self._images = MicroBatcher(self._encode_images, settings.batch_max_size, wait, observe)
+        self.active = 0  # requests holding this pipeline (see service.serving)
+        self.retired = False
 
     @property
     def engine_id(self) -> str:
@@ -90,3 +92,4 @@ class QueryPipeline:
     async def close(self) -> None:
         await self._texts.close()
         await self._images.close()
+        self.runtime.close()

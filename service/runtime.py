@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from encoders.engine import OnnxEngine
 from index.search import Searcher
@@ -25,6 +26,12 @@ class Runtime:
         log.info("serving index %s (%d images) with engine %s",
                  searcher.version, searcher.manifest.count, engine.engine_id)
         return cls(engine, searcher)
+
+    def with_index(self, index_dir: Path) -> Runtime:
+        """The same engine over another index (checked against it as at start-up)."""
+        searcher = Searcher(index_dir, self.engine.engine_id)
+        log.info("loaded index %s (%d images)", searcher.version, searcher.manifest.count)
+        return Runtime(self.engine, searcher)
 
     def close(self) -> None:
         self.searcher.close()
