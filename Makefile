@@ -8,10 +8,17 @@ PIP := $(BIN)/python -m pip
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test serve redis-server clean
+.PHONY: run test serve redis-server clean quality emoji-font
 
+# The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
+# trains it (about 6 minutes on 2 cores), later runs load what var/demo holds.
 run: $(call STAMP,run)
-	$(BIN)/xmodal demo
+	XMODAL_DEMO_MODEL=default $(BIN)/xmodal demo
+
+# Regenerate bench/results/quality.md for the default model (prepares it first if missing).
+quality: $(call STAMP,run) emoji-font
+	XMODAL_DEMO_MODEL=default $(BIN)/xmodal demo --no-serve
+	$(BIN)/xmodal bench quality --engine var/demo/engine --out bench/results/quality.md
 
 test: $(call STAMP,test) redis-server
 	$(BIN)/python -m pytest
@@ -28,6 +35,8 @@ $(VENV)/.installed-run-%: $(VENV)/bin/python
 $(VENV)/.installed-test-%: $(VENV)/bin/python
 	$(PIP) install --quiet --upgrade "pip>=24"
 	$(PIP) install --quiet -e '.[serve,train,dev]'
+	# only its ClipClient is used, in tests; its own dependencies would pull a CUDA torch
+	$(PIP) install --quiet --no-deps 'clip-retrieval==2.45.0'
 	touch $@
 
 # Tests that need Redis start their own redis-server; install Debian's package when missing.
@@ -35,6 +44,12 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+# The Noto cross-style emoji set is rendered from Debian's colour emoji font.
+emoji-font:
+	@test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fonts-noto-color-emoji >/dev/null; }
 
 clean:
 	rm -rf $(VENV) var

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     cache_ttl_s: int = Field(3600, ge=1, description="lifetime of a cached entry in Redis")
     api_keys: list[str] = Field(default_factory=list,
                                 description='admin API keys, JSON list: ["key1", "key2"]')
+    index_name: str = Field("xmodal", description="name under which clip-retrieval clients see the index")
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image upload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
     batch_max_size: int = Field(32, ge=1, le=1024, description="most queries encoded together")

@@ -12,7 +12,7 @@ from service.config import Settings
 from service.errors import install_handlers
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline, make_cache
-from service.routes import admin, health, images, search, web
+from service.routes import admin, clip_retrieval, health, images, search, web
 from service.runtime import Runtime
 from service.serving import Serving
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.serving = Serving()
     install_handlers(app)
-    for module in (health, search, images, admin, web):
+    for module in (health, search, images, admin, clip_retrieval, web):
         app.include_router(module.router)
     return app
 
