@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test serve redis-server clean quality emoji-font
+.PHONY: run test quality system-packages clean
 
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
 # trains it (about 6 minutes on 2 cores), later runs load what var/demo holds.
@@ -16,11 +16,11 @@ run: $(call STAMP,run)
 	XMODAL_DEMO_MODEL=default $(BIN)/xmodal demo
 
 # Regenerate bench/results/quality.md for the default model (prepares it first if missing).
-quality: $(call STAMP,run) emoji-font
+quality: $(call STAMP,run) system-packages
 	XMODAL_DEMO_MODEL=default $(BIN)/xmodal demo --no-serve
 	$(BIN)/xmodal bench quality --engine var/demo/engine --out bench/results/quality.md
 
-test: $(call STAMP,test) redis-server
+test: $(call STAMP,test) system-packages
 	$(BIN)/python -m pytest
 
 $(VENV)/bin/python:
@@ -39,17 +39,20 @@ $(VENV)/.installed-test-%: $(VENV)/bin/python
 	$(PIP) install --quiet --no-deps 'clip-retrieval==2.45.0'
 	touch $@
 
-# Tests that need Redis start their own redis-server; install Debian's package when missing.
-redis-server:
-	@command -v redis-server >/dev/null || { \
+# Debian packages the tests use, installed when missing, in one apt run: redis-server (tests
+# start their own), chromium (the search page, driven by Playwright) and the Noto colour
+# emoji font (the cross-style emoji set is rendered from it).
+NOTO_EMOJI := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -f $(NOTO_EMOJI) || missing="$$missing fonts-noto-color-emoji"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
-
-# The Noto cross-style emoji set is rendered from Debian's colour emoji font.
-emoji-font:
-	@test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fonts-noto-color-emoji >/dev/null; }
+	  echo "installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 clean:
 	rm -rf $(VENV) var

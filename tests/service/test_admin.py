@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,11 +15,10 @@ from encoders.engine import OnnxEngine
 from index.build import build_index
 from service.config import Settings
 from service.main import create_app
-from tests.service.redis_server import free_port
+from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
 
 KEY = "test-admin-key-0123456789"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("keys", "header", "status"), [
@@ -59,14 +55,7 @@ def _stream(url: str, stop: threading.Event, seen: list[tuple[int, str]]) -> Non
 def test_index_swap_under_load_fails_no_request(demo: DemoPaths, tmp_path: Path) -> None:
     root = tmp_path / "index"
     shutil.copytree(demo.index, root)
-    port = free_port()
-    env = {**os.environ, "XMODAL_ENGINE_DIR": str(demo.engine), "XMODAL_INDEX_DIR": str(root),
-           "XMODAL_PORT": str(port), "XMODAL_API_KEYS": f'["{KEY}"]'}
-    server = subprocess.Popen([sys.executable, "-m", "xmodal", "serve"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url)
+    with live_server(demo.engine, root, api_keys=f'["{KEY}"]') as url:
         old = httpx.get(f"{url}/readyz").json()["index_version"]
         new = build_index(OnnxEngine(demo.engine), demo.gallery, root).version
         stop, seen = threading.Event(), []
@@ -80,22 +69,7 @@ def test_index_swap_under_load_fails_no_request(demo: DemoPaths, tmp_path: Path)
         stop.set()
         for t in threads:
             t.join()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     assert swap.status_code == 200 and swap.json()["index_version"] == new
     assert all(status == 200 for status, _ in seen), {s for s, _ in seen}
     versions = [v for _, v in seen]
     assert old in versions and new in versions and versions[-1] == new
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server did not become ready")

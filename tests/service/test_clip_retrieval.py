@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,11 +12,8 @@ import pytest
 
 from encoders.engine import OnnxEngine
 from encoders.preprocess import load_image
-from tests.service.redis_server import free_port
+from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _clip_client_module() -> ModuleType:
     """Load clip_retrieval/clip_client.py alone: the package's __init__ imports torch models."""
@@ -35,22 +28,8 @@ def _clip_client_module() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def server(demo: DemoPaths) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "XMODAL_ENGINE_DIR": str(demo.engine),
-           "XMODAL_INDEX_DIR": str(demo.index), "XMODAL_PORT": str(port)}
-    process = subprocess.Popen([sys.executable, "-m", "xmodal", "serve"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    with live_server(demo.engine, demo.index) as url:
+        yield url
 
 
 def test_clip_client_text_and_image_queries(server: str, demo: DemoPaths) -> None:

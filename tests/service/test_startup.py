@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +15,7 @@ from encoders.bundle import read_manifest
 from index.errors import EngineMismatchError
 from service.config import Settings
 from service.main import create_app
+from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,30 +77,9 @@ def test_readyz_is_503_before_the_runtime_is_loaded(demo: DemoPaths) -> None:
     assert response.json()["error"]["code"] == "not_ready"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_xmodal_serve_answers_over_http(demo: DemoPaths) -> None:
     """The real server process, configured through XMODAL_* variables."""
-    port = _free_port()
-    env = {**os.environ, "XMODAL_ENGINE_DIR": str(demo.engine),
-           "XMODAL_INDEX_DIR": str(demo.index), "XMODAL_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "-m", "xmodal", "serve"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        hits = httpx.post(f"http://127.0.0.1:{port}/v1/search/text",
+    with live_server(demo.engine, demo.index) as url:
+        hits = httpx.post(f"{url}/v1/search/text",
                           json={"text": "a green triangle", "k": 2}).json()["results"]
-        assert len(hits) == 2
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    assert len(hits) == 2
