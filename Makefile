@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test quality system-packages clean
+.PHONY: run test fuzz quality system-packages clean
 
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
 # trains it (about 6 minutes on 2 cores), later runs load what var/demo holds.
@@ -22,6 +22,10 @@ quality: $(call STAMP,run) system-packages
 
 test: $(call STAMP,test) system-packages
 	$(BIN)/python -m pytest
+
+# A longer API fuzzing run than the test suite's (examples per operation).
+fuzz: $(call STAMP,test)
+	XMODAL_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest -q tests/service/test_fuzz.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'

@@ -19,6 +19,26 @@ def _engine(args: argparse.Namespace) -> int:
                 args.gallery)
 
 
+def _index(args: argparse.Namespace) -> int:
+    from bench.index import main
+
+    return main(tuple(args.sizes), args.dim, args.recall, args.queries, args.out, args.json,
+                seconds=args.seconds)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from bench.build import main
+
+    return main(args.engine, args.images, args.count, args.batch_size, args.workers, args.json,
+                tuple(args.token_pools))
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from bench.quality import main
+
+    return main(args.engine, args.out, args.workdir, args.k)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="name", required=True)
     p = bench.add_parser("serving", help="query latency per stage and the gain from batching")
@@ -35,3 +55,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.set_defaults(func=_engine)
+
+    p = bench.add_parser("index", help="Flat vs auto-chosen FAISS index: QPS and recall@10")
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--recall", type=float, default=0.95, help="recall@10 target for tuning")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--out", type=Path, help="also write the markdown report here")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--seconds", type=float, default=2.0, help="time per QPS measurement")
+    p.set_defaults(func=_index)
+
+    p = bench.add_parser("build", help="index build throughput vs the engine's raw throughput")
+    p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
+    p.add_argument("--images", type=Path, help="image folder (default: render --count scenes)")
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, help="decode worker processes (default: cores - 1)")
+    p.add_argument("--token-pools", type=int, nargs="*", default=[],
+                   help="engines with a reranker: also rerank recall with tokens pooled to these")
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(func=_build)
+
+    p = bench.add_parser("quality", help="Recall@K, dual encoder vs reranked: compositional and emoji")
+    p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
+    p.add_argument("--out", type=Path, default=Path("bench/results/quality.md"))
+    p.add_argument("--workdir", type=Path, default=Path("var/quality"), help="plots, JSON, emoji renders")
+    p.add_argument("--k", type=int, default=16, help="rerank depth")
+    p.set_defaults(func=_quality)

@@ -48,6 +48,7 @@ class EngineManifest:
     precision: str = "fp32"
     parity: dict[str, Any] = field(default_factory=dict)  # role -> measured max abs diff
     training: dict[str, Any] = field(default_factory=dict)  # data, steps, metrics
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, to name a bad one
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class EngineManifest:
                 precision=data.get("precision", "fp32"),
                 parity=data.get("parity", {}),
                 training=data.get("training", {}),
+                files=data.get("files", {}),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -93,7 +95,9 @@ def compute_engine_id(folder: Path, manifest: EngineManifest) -> str:
 
 def write_manifest(folder: Path, manifest: EngineManifest) -> EngineManifest:
     """Stamp the engine_id and write `manifest.json`; the graphs and tokenizer must be in place."""
-    stamped = replace(manifest, engine_id=compute_engine_id(folder, manifest))
+    names = [g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]
+    stamped = replace(manifest, engine_id=compute_engine_id(folder, manifest),
+                      files={name: sha256_file(folder / name) for name in sorted(names)})
     (folder / MANIFEST).write_text(json.dumps(stamped.to_dict(), indent=2) + "\n")
     return stamped
 
@@ -112,6 +116,10 @@ def read_manifest(folder: str | Path) -> EngineManifest:
     for name in [g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]:
         if not (folder / name).is_file():
             raise BundleError(f"engine bundle {folder} lists {name} but the file is missing")
+        expected = manifest.files.get(name)
+        if expected is not None and sha256_file(folder / name) != expected:
+            raise BundleError(f"engine file {folder / name} fails its checksum "
+                              "(corrupt, truncated or modified)")
     actual = compute_engine_id(folder, manifest)
     if actual != manifest.engine_id:
         raise BundleError(

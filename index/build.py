@@ -1,81 +1,172 @@
-"""Offline index build over a folder of images: encode in batches, write a FAISS index and
-the metadata store, publish as a new version of the index root."""
+"""Offline index build: records -> checkpointed embedding shards -> tuned FAISS index and
+stores -> a new version of the index root, published atomically.
+
+The shards live in a work folder under the index root named by the plan's hash (engine,
+records, shard and batch sizes), so running the same build again after a crash picks up
+the shards already written; the folder is removed once the version is published.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
 from encoders.engine import Engine
 from encoders.errors import InputError
-from encoders.preprocess import load_image
-from index.bundle import FAISS_FILE, METADATA_FILE, IndexManifest, finish_manifest, publish
-from index.metadata import Item, write_store
+from index.bundle import IndexManifest, finish_manifest, publish
+from index.executors import Progress, run_local
+from index.metadata import Item
+from index.shards import Assembled, Plan, assemble, prepare_work
+from index.sources import (  # noqa: F401 - re-exported: callers import these from here
+    CAPTIONS_FILE, IMAGE_SUFFIXES, Record, list_images, read_captions, read_source,
+)
+from index.writer import Contents, write_contents, write_skipped
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
-CAPTIONS_FILE = "captions.jsonl"  # optional: one {"file": ..., "caption": ...} per line
+EXECUTORS = ("local", "ray")
+CAPTION_BATCH = 256
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build; none of these change which images are indexed or their ids."""
+
+    batch_size: int = 64
+    shard_size: int = 1024  # images per checkpointed shard
+    workers: int | None = None  # decode processes (local executor); None: cores - 1
+    executor: str = "local"  # "local" or "ray"
+    ray_address: str | None = None  # Ray cluster to join; None starts a local instance
+    factory: str | None = None  # FAISS factory string; None chooses by size and memory
+    recall: float = 0.95  # recall@10 target the search parameter is tuned to
+    memory_budget: int | None = None  # bytes the index may take in memory
+    token_pool: int | None = None  # store this many pooled tokens per image; None: all
+    crash_at: int | None = None  # test hook: die after this many shards
 
 
-def read_captions(folder: Path) -> dict[str, str]:
-    path = folder / CAPTIONS_FILE
-    if not path.is_file():
-        return {}
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {row["file"]: row["caption"] for row in rows}
+@dataclass(frozen=True)
+class BuildStats:
+    images: int
+    seconds: float
+    images_per_s: float
+    inference_s: float  # time the engine spent encoding: engine busy = inference_s / seconds
 
 
-def _encoded_batches(
-    engine: Engine, paths: list[Path], batch_size: int
-) -> Iterator[tuple[list[Path], np.ndarray]]:
-    for start in range(0, len(paths), batch_size):
-        images, kept = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                images.append(load_image(path))
-                kept.append(path)
-            except InputError as exc:
-                log.warning("skipping %s", exc)
-        if kept:
-            yield kept, engine.encode_images(images)
-        log.info("encoded %d/%d images", min(start + batch_size, len(paths)), len(paths))
+def build_index(engine: Engine, images: str | Path, out_root: str | Path, batch_size: int = 64,
+                options: BuildOptions | None = None, stats: list[BuildStats] | None = None,
+                **overrides: Any) -> IndexManifest:
+    """Encode every image of `images` (folder, .jsonl or WebDataset) and publish a version.
+
+    `overrides` are `BuildOptions` fields; `stats`, when given, receives the encode timing.
+    """
+    opts = BuildOptions(**{**(options.__dict__ if options else {}), "batch_size": batch_size,
+                           **overrides})
+    root, records = read_source(images)
+    if not records:
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {images}")
+    # uris are relative to `root`: the manifest records it so re-index can read them again
+    return build_records(engine, root, records, out_root, opts, source=str(root.resolve()),
+                         stats=stats)
 
 
-def build_index(
-    engine: Engine, images: str | Path, out_root: str | Path, batch_size: int = 64
-) -> IndexManifest:
-    """Encode every image under `images` and publish a new index version under `out_root`."""
-    images = Path(images)
-    paths = list_images(images)
-    if not paths:
-        raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {images}")
-    captions = read_captions(images)
-    vectors, items = [], []
-    for kept, embeds in _encoded_batches(engine, paths, batch_size):
-        for path in kept:
-            rel = path.relative_to(images).as_posix()
-            items.append(Item(id=len(items), path=rel, caption=captions.get(rel)))
-        vectors.append(embeds)
-    matrix = np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
-    index = faiss.index_factory(matrix.shape[1], "Flat", faiss.METRIC_INNER_PRODUCT)
-    index.add(matrix)
-    with publish(out_root) as (folder, version):
-        faiss.write_index(index, str(folder / FAISS_FILE))
-        write_store(folder / METADATA_FILE, items)
-        manifest = IndexManifest(
-            engine_id=engine.engine_id, count=len(items), dim=matrix.shape[1], factory="Flat",
-            source=str(images.resolve()), skipped=len(paths) - len(items),
-        )
-        manifest = finish_manifest(folder, manifest, version)
-    log.info("published index %s: %d images, %d skipped", version, manifest.count, manifest.skipped)
+def build_records(engine: Engine, root: Path, records: list[Record], out_root: str | Path,
+                  opts: BuildOptions, source: str = "", ids: np.ndarray | None = None,
+                  stats: list[BuildStats] | None = None) -> IndexManifest:
+    """Build from an explicit record list; `ids` (default 0..n-1) are the item ids to give."""
+    done = encode_records(engine, root, records, Path(out_root), opts, stats)
+    ids = np.arange(len(records), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+    kept = [records[r] for r in done.rows]
+    item_ids = ids[done.rows]
+    items = [Item(int(i), r.uri, r.caption, r.fields) for i, r in zip(item_ids, kept)]
+    caption_ids, caption_embeds = encode_captions(engine, items)
+    contents = Contents(item_ids, done.embeds, done.tokens, items, caption_ids, caption_embeds,
+                        np.zeros(0, np.int64), done.full_tokens)
+    skipped = [(records[r].uri, message) for r, message in done.errors]
+    manifest = publish_contents(engine.engine_id, contents, out_root, opts, source=source,
+                                skipped=skipped, next_id=int(ids.max()) + 1)
+    finish_work(done)
     return manifest
+
+
+def encode_records(engine: Engine, root: Path, records: list[Record], work_root: Path,
+                   opts: BuildOptions, stats: list[BuildStats] | None = None) -> Assembled:
+    """Encode `records` through checkpointed shards under `work_root`; resumable.
+
+    The caller must publish before calling `finish_work` (which removes the shards)."""
+    if opts.executor not in EXECUTORS:
+        raise InputError(f"unknown executor {opts.executor!r}; expected one of {EXECUTORS}")
+    plan = Plan(str(root), records, engine.engine_id, engine.manifest.image_preprocess.to_dict(),
+                opts.shard_size, opts.batch_size, opts.token_pool)
+    work = work_root / f".build-{plan.key}"
+    todo = prepare_work(work, plan)
+    started = time.perf_counter()
+    progress = Progress(len(records), done=len(records) - sum(len(plan.shard_rows(s)) for s in todo))
+    try:
+        if opts.executor == "ray":
+            from index.ray_executor import run_ray
+
+            infer_s = run_ray(_engine_path(engine), plan, work, todo, opts.ray_address)
+        else:
+            infer_s = run_local(engine, plan, work, todo, opts.workers, opts.crash_at, progress)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - started
+    encoded = sum(len(plan.shard_rows(s)) for s in todo)
+    if stats is not None:
+        stats.append(BuildStats(encoded, seconds, encoded / max(seconds, 1e-9), infer_s))
+    log.info("encoded %d images in %.1fs (%.1f images/s, engine busy %.0f%%)", encoded, seconds,
+             encoded / max(seconds, 1e-9), 100 * infer_s / max(seconds, 1e-9))
+    done = assemble(work, plan)
+    done.work = work
+    return done
+
+
+def finish_work(done: Assembled) -> None:
+    """Remove a build's shards once its version is published."""
+    if done.work is not None:
+        shutil.rmtree(done.work, ignore_errors=True)
+
+
+def publish_contents(engine_id: str, contents: Contents, out_root: Path, opts: BuildOptions,
+                     source: str = "", skipped: list[tuple[str, str]] | None = None,
+                     next_id: int = 0, parent: str = "", index: Any = None,
+                     base: IndexManifest | None = None) -> IndexManifest:
+    """Write `contents` as a new version of `out_root` and make it CURRENT."""
+    with publish(out_root) as (folder, version):
+        fields = write_contents(folder, contents, opts.factory, opts.recall, opts.memory_budget,
+                                index=index)
+        write_skipped(folder, skipped or [])
+        if base is not None:  # add keeps the base's trained index and its tuning
+            fields = {"factory": base.factory, "search_params": base.search_params,
+                      "tuning": base.tuning, **fields}
+        fields["tokens"]["pool"] = opts.token_pool
+        manifest = IndexManifest(engine_id=engine_id, source=source, skipped=len(skipped or []),
+                                 next_id=next_id, parent=parent, **fields)
+        manifest = finish_manifest(folder, manifest, version)
+    log.info("published index %s: %d images (%s, %s), %d skipped", version, manifest.count,
+             manifest.factory, manifest.search_params or "exact", manifest.skipped)
+    return manifest
+
+
+def encode_captions(engine: Engine, items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
+    """Text embeddings of the items' captions, for image -> text search."""
+    with_caption = [it for it in items if it.caption]
+    if not with_caption:
+        return np.zeros(0, np.int64), np.zeros((0, engine.manifest.embed_dim), np.float32)
+    parts = [engine.encode_texts([it.caption for it in with_caption[i : i + CAPTION_BATCH]])
+             for i in range(0, len(with_caption), CAPTION_BATCH)]
+    return np.asarray([it.id for it in with_caption], np.int64), np.concatenate(parts)
+
+
+def _engine_path(engine: Engine) -> Path:
+    path = getattr(engine, "path", None)
+    if path is None:
+        raise InputError("the Ray executor loads the engine in each worker from its bundle "
+                         "folder; pass an engine with a .path (an OnnxEngine)")
+    return Path(path)

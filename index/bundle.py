@@ -22,6 +22,12 @@ MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 FAISS_FILE = "index.faiss"
 METADATA_FILE = "metadata.sqlite"
+IDS_FILE = "ids.npy"  # FAISS position -> item id (int64, ascending)
+EMBEDDINGS_FILE = "embeddings.npy"  # float32 vectors by position: add, compact, exact filters
+DELETED_FILE = "deleted.npy"  # item ids deleted but not yet compacted away
+SKIPPED_FILE = "skipped.jsonl"  # unreadable images: {"uri": ..., "error": ...} per line
+CAPTIONS_FAISS = "captions.faiss"
+CAPTION_IDS_FILE = "caption_ids.npy"  # caption index position -> item id
 FORMAT_VERSION = 1
 
 
@@ -36,9 +42,17 @@ class IndexManifest:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     version: str = ""
     created: str = ""
-    source: str = ""  # where the images came from
-    skipped: int = 0  # unreadable images left out of the build
+    source: str = ""  # folder the stored image uris are relative to
+    skipped: int = 0  # unreadable images left out of the build (listed in skipped.jsonl)
     format_version: int = FORMAT_VERSION
+    # what the build measured: recall target, recall@10 reached against exact search on
+    # held-out queries, how those queries were made, and the curve of settings tried
+    tuning: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, Any] = field(default_factory=dict)  # shape, dtype, bytes per image, pool
+    captions: int = 0  # captions in the caption index (image -> text search); 0: none
+    deleted: int = 0  # ids deleted since the last compaction (still in the FAISS file)
+    next_id: int = 0  # the id the next added image gets; ids are never reused
+    parent: str = ""  # the version this one was derived from (add / delete / compact)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexManifest:
@@ -95,9 +109,16 @@ def publish(root: str | Path) -> Iterator[tuple[Path, str]]:
     write_text_atomic(root / CURRENT, version + "\n")
 
 
-def finish_manifest(folder: Path, manifest: IndexManifest, version: str) -> IndexManifest:
-    """Checksum the files already in `folder` and write the manifest last."""
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+def finish_manifest(folder: Path, manifest: IndexManifest, version: str,
+                    known: dict[str, str] | None = None) -> IndexManifest:
+    """Checksum the files already in `folder` and write the manifest last.
+
+    `known`: checksums of files hard-linked unchanged from a verified parent version, so an
+    update does not re-read gigabytes it did not touch.
+    """
+    known = known or {}
+    files = {p.name: known.get(p.name) or sha256_file(p)
+             for p in sorted(folder.iterdir()) if p.name != MANIFEST}
     done = IndexManifest(**{**asdict(manifest), "files": files, "version": version,
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     (folder / MANIFEST).write_text(json.dumps(asdict(done), indent=2) + "\n")

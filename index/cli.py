@@ -7,21 +7,101 @@ import json
 from pathlib import Path
 
 
+def _options(args: argparse.Namespace):  # -> index.build.BuildOptions (imported lazily)
+    from index.build import BuildOptions
+
+    return BuildOptions(batch_size=args.batch_size, shard_size=args.shard_size,
+                        workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                        factory=args.factory, recall=args.recall,
+                        memory_budget=int(args.memory_gb * 2**30) if args.memory_gb else None,
+                        token_pool=args.token_pool)
+
+
+def _report(manifest) -> int:
+    print(json.dumps({"version": manifest.version, "count": manifest.count,
+                      "skipped": manifest.skipped, "deleted": manifest.deleted,
+                      "engine_id": manifest.engine_id, "factory": manifest.factory,
+                      "search_params": manifest.search_params,
+                      "recall_at_10": manifest.tuning.get("recall_at_10"),
+                      "token_bytes_per_image": manifest.tokens.get("bytes_per_image")}, indent=2))
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from encoders.engine import OnnxEngine
     from index.build import build_index
 
-    manifest = build_index(OnnxEngine(args.engine), args.images, args.out, args.batch_size)
-    print(json.dumps({"version": manifest.version, "count": manifest.count,
-                      "skipped": manifest.skipped, "engine_id": manifest.engine_id}, indent=2))
-    return 0
+    return _report(build_index(OnnxEngine(args.engine), args.images, args.out, args.batch_size,
+                               _options(args)))
+
+
+def _add(args: argparse.Namespace) -> int:
+    from encoders.engine import OnnxEngine
+    from index.update import add_images
+
+    return _report(add_images(OnnxEngine(args.engine), args.index, args.images, _options(args)))
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from index.update import delete_ids
+
+    return _report(delete_ids(args.index, args.ids))
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from index.update import compact
+
+    return _report(compact(args.index))
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from encoders.engine import OnnxEngine
+    from index.update import reindex
+
+    return _report(reindex(OnnxEngine(args.engine), args.index, args.out, _options(args)))
+
+
+def _build_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=1024, help="images per checkpointed shard")
+    p.add_argument("--workers", type=int, help="decode processes (default: cores - 1; 0: inline)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: a local instance)")
+    p.add_argument("--factory", help="FAISS factory string (default: chosen by size and memory)")
+    p.add_argument("--recall", type=float, default=0.95, help="recall@10 target for tuning")
+    p.add_argument("--memory-gb", type=float, help="memory budget for the index")
+    p.add_argument("--token-pool", type=int, help="store this many pooled reranker tokens")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     ops = sub.add_parser("index", help="index operations").add_subparsers(dest="op", required=True)
-    p = ops.add_parser("build", help="build and publish an index over a folder of images")
+    p = ops.add_parser("build", help="build and publish an index (resumes an interrupted build)")
     p.add_argument("--engine", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--images", type=Path, required=True,
+                   help="image folder, .jsonl dataset file, or WebDataset .tar shard(s)")
     p.add_argument("--out", type=Path, required=True, help="index root folder")
-    p.add_argument("--batch-size", type=int, default=64)
+    _build_flags(p)
     p.set_defaults(func=_build)
+
+    p = ops.add_parser("add", help="add images to the current version (publishes a new one)")
+    p.add_argument("--engine", type=Path, required=True)
+    p.add_argument("--index", type=Path, required=True, help="index root folder")
+    p.add_argument("--images", type=Path, required=True)
+    _build_flags(p)
+    p.set_defaults(func=_add)
+
+    p = ops.add_parser("delete", help="delete ids (publishes a new version)")
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("ids", type=int, nargs="+")
+    p.set_defaults(func=_delete)
+
+    p = ops.add_parser("compact", help="drop deleted ids for good; retrain and retune")
+    p.add_argument("--index", type=Path, required=True)
+    p.set_defaults(func=_compact)
+
+    p = ops.add_parser("reindex", help="build a bundle for a new engine from the stored images")
+    p.add_argument("--engine", type=Path, required=True, help="the new engine bundle")
+    p.add_argument("--index", type=Path, required=True, help="the index root serving now")
+    p.add_argument("--out", type=Path, required=True, help="a new index root")
+    _build_flags(p)
+    p.set_defaults(func=_reindex)

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from encoders.errors import InputError
+
 SCHEMA = """
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,  -- the FAISS id
@@ -39,6 +43,49 @@ def write_store(path: Path, items: Iterable[Item]) -> None:
     db.close()
 
 
+@dataclass(frozen=True)
+class Filter:
+    """Restrict a search by user fields: exact values and inclusive ranges.
+
+    `Filter(equals={"tag": "cat"}, ranges={"date": ("2024-01-01", "2024-06-30")})`;
+    a range end may be None (open). Values compare as SQLite compares JSON values, so
+    ISO dates compare as strings and numbers as numbers.
+    """
+
+    equals: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        for name, value in self.equals.items():
+            clauses.append("json_extract(fields, ?) = ?")
+            args += [_json_path(name), value]
+        for name, (low, high) in self.ranges.items():
+            if low is not None:
+                clauses.append("json_extract(fields, ?) >= ?")
+                args += [_json_path(name), low]
+            if high is not None:
+                clauses.append("json_extract(fields, ?) <= ?")
+                args += [_json_path(name), high]
+        return " AND ".join(clauses) or "1", args
+
+
+def _json_path(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise InputError(f"filter field names are letters, digits, _ and -; got {name!r}")
+    return f'$."{name}"'
+
+
+def read_all(path: Path) -> list[Item]:
+    """Every item of a store, by id (used by add, compact and re-index)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT id, path, caption, fields FROM items ORDER BY id").fetchall()
+    finally:
+        db.close()
+    return [Item(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+
 class MetadataStore:
     """Read-only access, safe to share between the server's worker threads."""
 
@@ -56,6 +103,14 @@ class MetadataStore:
                 [int(i) for i in ids],
             ).fetchall()
         return {r[0]: Item(r[0], r[1], r[2], json.loads(r[3])) for r in rows}
+
+    def matching(self, where: Filter) -> np.ndarray:
+        """Ids of items whose fields satisfy `where`, ascending."""
+        clause, args = where.sql()
+        with self._lock:
+            rows = self._db.execute(f"SELECT id FROM items WHERE {clause} ORDER BY id",
+                                    args).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def close(self) -> None:
         self._db.close()

@@ -69,6 +69,11 @@ def _location(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p != "body") or "body"
 
 
+def describe(errors: list[dict]) -> str:
+    """pydantic's error list as one line: `field: problem; field: problem`."""
+    return "; ".join(f"{_location(tuple(e['loc']))}: {e['msg']}" for e in errors)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -80,8 +85,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(request, 422, "invalid_request", problems)
+        return error_response(request, 422, "invalid_request", describe(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

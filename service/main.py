@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service.config import Settings
 from service.errors import install_handlers
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline, make_cache
-from service.routes import admin, clip_retrieval, health, images, search, web
+from service.routes import admin, clip_retrieval, health, images, rerank, search, web
 from service.runtime import Runtime
 from service.serving import Serving
 
@@ -40,7 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.serving = Serving()
     install_handlers(app)
-    for module in (health, search, images, admin, clip_retrieval, web):
+    if settings.cors_origins:  # closed unless origins are listed
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
+    for module in (health, search, rerank, images, admin, clip_retrieval, web):
         app.include_router(module.router)
     return app
 

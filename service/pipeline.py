@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from index.metadata import Filter
 from index.search import Hit
 from service.batching import MicroBatcher
 from service.cache import Cache, LRUCache, NoCache, RedisCache
@@ -71,10 +72,30 @@ class QueryPipeline:
     async def embed_image(self, image: Image.Image) -> np.ndarray:
         return await self._images.submit(image)
 
-    async def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+    async def search(self, vector: np.ndarray, k: int, where: Filter | None = None) -> list[Hit]:
         def run() -> list[Hit]:
             with self.metrics.stage("search"):
-                return self.runtime.searcher.search(vector[None, :], k)[0]
+                return self.runtime.searcher.search(vector[None, :], k, where)[0]
+
+        return await asyncio.to_thread(run)
+
+    async def search_captions(self, vector: np.ndarray, k: int) -> list[Hit]:
+        def run() -> list[Hit]:
+            with self.metrics.stage("search"):
+                return self.runtime.searcher.search_captions(vector[None, :], k)[0]
+
+        return await asyncio.to_thread(run)
+
+    @property
+    def can_rerank(self) -> bool:
+        return self.runtime.engine.has_reranker and self.runtime.searcher.token_store is not None
+
+    async def match_probabilities(self, text: str, ids: Sequence[int]) -> np.ndarray:
+        """The reranker's match probability of `text` with each stored image, in `ids` order."""
+        def run() -> np.ndarray:
+            with self.metrics.stage("rerank"):
+                tokens = self.runtime.searcher.tokens(list(ids))
+                return self.runtime.engine.score(tokens, [text] * len(ids))
 
         return await asyncio.to_thread(run)
 

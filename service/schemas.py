@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -17,10 +17,29 @@ def _not_blank(value: str) -> str:
     return value
 
 
+MAX_RERANK_K = 100
+MAX_ID = 2**63 - 1  # ids are SQLite integers
+ItemId = Annotated[int, Field(ge=0, le=MAX_ID)]
+Scalar = str | int | float | bool
+
+
+class FilterSpec(BaseModel):
+    """Restrict results by the items' user fields: exact values and inclusive ranges."""
+
+    equals: dict[str, Scalar] = Field(default_factory=dict, description='e.g. {"tag": "cat"}')
+    ranges: dict[str, tuple[Scalar | None, Scalar | None]] = Field(
+        default_factory=dict, description='e.g. {"date": ["2024-01-01", null]}; null is open')
+
+
 class SearchOptions(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K, description="number of results")
     min_score: float | None = Field(None, ge=-1.0, le=1.0,
                                     description="drop results whose dual-encoder score is lower")
+    filter: FilterSpec | None = None
+    rerank: bool = Field(False, description="rescore the top rerank_k with the fusion reranker")
+    rerank_k: int = Field(16, ge=1, le=MAX_RERANK_K, description="how many to rerank")
+    min_match_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="with rerank: drop results the reranker scores lower")
 
 
 class TextSearchRequest(SearchOptions):
@@ -49,6 +68,8 @@ class ImageSearchRequest(ImageQuery):
 class SearchResult(BaseModel):
     id: int
     score: float = Field(description="dual-encoder cosine similarity")
+    match_probability: float | None = Field(
+        None, description="the reranker's image-text match probability, when reranked")
     path: str = Field(description="image path within the collection")
     caption: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
@@ -61,6 +82,22 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
+class RerankRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    ids: list[ItemId] = Field(min_length=1, max_length=MAX_RERANK_K,
+                              description="candidate image ids")
+
+    _text_not_blank = field_validator("text")(_not_blank)
+
+
+class RerankResult(BaseModel):
+    id: int
+    match_probability: float
+    path: str
+    caption: str | None = None
+    thumbnail_url: str
+
+
 class Health(BaseModel):
     status: str
 
@@ -70,6 +107,7 @@ class Readiness(BaseModel):
     engine_id: str
     index_version: str
     count: int
+    rerank: bool = Field(description="the engine has a reranker and the index stores tokens")
 
 
 class ErrorBody(BaseModel):

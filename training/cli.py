@@ -18,28 +18,61 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from encoders.engine import OnnxEngine
-    from index.build import read_captions
-    from training.evaluate import evaluate_engine
+def _eval_set(args: argparse.Namespace) -> tuple[list, list[str], list[int], str]:
+    """(images, texts, text -> image row) from a dataset file's split or a captioned folder."""
+    if args.data is not None:
+        from training.datasets import decode, load_dataset, split_of
 
-    captions = read_captions(args.images)
+        records = split_of(load_dataset(args.data), args.split)
+        decoded = decode(records)
+        if not decoded.records:
+            raise SystemExit(f"{args.data} has no readable images in split {args.split!r}")
+        texts = [c for r in decoded.records for c in r.captions]
+        owner = [i for i, r in enumerate(decoded.records) for _ in r.captions]
+        return decoded.images, texts, owner, f"{args.data} ({args.split}), {decoded.skipped} unreadable"
+    path = args.images / "captions.jsonl"  # the index build's format: {"file", "caption"} per line
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    captions = {row["file"]: row["caption"] for row in rows}
     if not captions:
         raise SystemExit(f"{args.images} has no captions.jsonl to evaluate against")
     files = sorted(captions)
-    paths = [str(args.images / f) for f in files]
-    result = evaluate_engine(OnnxEngine(args.engine), paths, [captions[f] for f in files],
-                             list(range(len(files))))
-    print(json.dumps(result, indent=2))
+    return [str(args.images / f) for f in files], [captions[f] for f in files], list(range(len(files))), str(args.images)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from encoders.engine import OnnxEngine
+    from training.evaluate import evaluate_engine_reranked
+    from training.report import markdown_table, plot_recall_vs_k
+
+    if (args.data is None) == (args.images is None):
+        raise SystemExit("give exactly one of --data (a dataset file) or --images (a captioned folder)")
+    images, texts, owner, name = _eval_set(args)
+    result = evaluate_engine_reranked(OnnxEngine(args.engine), images, texts, owner, k=args.k,
+                                      rerank=not args.no_rerank)
+    result["data"] = name
+    # stdout stays JSON with the dual encoder's figures at the top, as scripts read it
+    print(json.dumps({**result["dual"], **result}, indent=1))
+    table = markdown_table(result)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "recall.json").write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / "recall.md").write_text(table)
+        plot_recall_vs_k(result, args.out / "recall_vs_k.png", name)
+        print(f"written to {args.out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a dual encoder on synthetic scenes (ITC)")
+    p = sub.add_parser("train", help="train towers (ITC) and, for fusion models, the reranker (ITM)")
     options.add_arguments(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="Recall@K of an engine on a captioned image folder")
+    p = sub.add_parser("eval", help="Recall@K of an engine, dual encoder and reranked")
     p.add_argument("--engine", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True, help="folder with captions.jsonl")
+    p.add_argument("--data", type=Path, help="dataset file: Karpathy/COCO .json, .csv, .jsonl, .tar")
+    p.add_argument("--split", default="test", help="split of --data to evaluate (default test)")
+    p.add_argument("--images", type=Path, help="or: a folder with captions.jsonl")
+    p.add_argument("--k", type=int, default=16, help="rerank depth: ITC top-k rescored by ITM")
+    p.add_argument("--no-rerank", action="store_true", help="dual encoder only")
+    p.add_argument("--out", type=Path, help="write recall.json, recall.md and recall_vs_k.png here")
     p.set_defaults(func=_eval)

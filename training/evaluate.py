@@ -44,3 +44,38 @@ def evaluate_engine(engine: Engine, image_paths: Sequence[str], captions: Sequen
         engine.encode_texts(captions[i:i + batch_size]) for i in range(0, len(captions), batch_size)
     ])
     return evaluate(images, texts, text_to_image)
+
+
+def engine_embeddings(engine: Engine, images: Sequence, texts: Sequence[str], batch_size: int = 64
+                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Image embeddings, image tokens (None without a reranker) and text embeddings."""
+    if not len(images) or not len(texts):
+        raise ValueError(f"nothing to evaluate: {len(images)} images, {len(texts)} texts")
+    embeds, tokens = [], []
+    for i in range(0, len(images), batch_size):
+        chunk = [load_image(x) if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__") else x
+                 for x in images[i:i + batch_size]]
+        out = engine.encode_pixels(engine.pixels(chunk))
+        embeds.append(out["image_embeds"])
+        tokens.append(out.get("image_tokens"))
+    texts_out = np.concatenate([engine.encode_texts(texts[i:i + batch_size])
+                                for i in range(0, len(texts), batch_size)])
+    has_tokens = engine.has_reranker and all(t is not None for t in tokens)
+    return np.concatenate(embeds), (np.concatenate(tokens) if has_tokens else None), texts_out
+
+
+def evaluate_engine_reranked(engine: Engine, images: Sequence, texts: Sequence[str],
+                             text_to_image: Sequence[int], k: int = 16, rerank: bool = True,
+                             batch_size: int = 64) -> dict:
+    """`training.rerank.evaluate_reranked` on an engine bundle: its towers give the ITC ranking,
+    its reranker graph the ITM scores (skipped when the bundle has none or `rerank` is off)."""
+    from training.rerank import evaluate_reranked
+
+    image_embeds, image_tokens, text_embeds = engine_embeddings(engine, images, texts, batch_size)
+    scorer = None
+    if rerank and image_tokens is not None:
+        def scorer(image_rows: np.ndarray, text_rows: np.ndarray) -> np.ndarray:
+            return np.concatenate([
+                engine.score(image_tokens[image_rows[i:i + 256]], [texts[t] for t in text_rows[i:i + 256]])
+                for i in range(0, len(image_rows), 256)])
+    return evaluate_reranked(image_embeds, text_embeds, text_to_image, scorer, k)

@@ -1,4 +1,5 @@
-"""Training settings and their command-line flags (torch-free, so `xmodal --help` stays fast)."""
+"""Training settings, their presets and command-line flags (torch-free, so `xmodal --help`
+stays fast)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,70 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+PRESET_DIR = Path(__file__).parent / "presets"  # model configs that belong to presets
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out: Path  # checkpoint folder to write
+    out: Path  # checkpoint folder to write (the resumable state is kept there too)
     model: str = "tiny-clip"  # registry name or JSON path
+    # comma-separated sources: "shapes" (simple scenes), "compositional", "emoji", or a dataset
+    # file (Karpathy/COCO .json, .csv, .jsonl, .tar shards or a folder of them)
+    data: str = "shapes"
     steps: int = 300
     batch_size: int = 128
+    accum_steps: int = 1  # micro-batches per optimizer step; batch_size is split between them
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_steps: int = 30
     grad_clip: float = 1.0
-    train_size: int = 4000  # synthetic scenes rendered for training
+    train_size: int = 4000  # synthetic scenes rendered for training (per synthetic source)
     render_size: int = 128  # pixels per rendered scene, before preprocessing
+    itm_weight: float = 1.0  # weight of the ITM loss, for models with a matching head
+    distill: bool = False  # momentum distillation: EMA teacher, queue, soft ITC targets
+    alpha: float = 0.4  # weight of the teacher's soft targets (ALBEF's value)
+    queue_size: int = 0  # teacher features kept as extra ITC negatives
+    momentum: float = 0.995  # teacher EMA decay
+    patch_keep: float = 1.0  # FLIP: fraction of image patches kept per training image
+    save_every: int = 50  # steps between resumable-state saves (0: only at the end)
+    eval_every: int = 0  # steps between recall evaluations on a held-out set (0: never)
+    crash_at: int = -1  # for tests: stop abruptly after this step, as a kill would
+    progress: bool = False  # a progress bar on stderr
+    # intra-op threads: the models here are small enough that splitting an op across cores
+    # costs more in synchronisation than it saves, badly so on a busy shared machine
+    threads: int = 1
     seed: int = 0
     log_every: int = 25
 
 
+# Named starting points for `xmodal train --preset NAME`; explicit flags override them.
+PRESETS: dict[str, dict[str, object]] = {
+    # the model `make run` serves: dual encoder + ITM reranker on compositional scenes and emoji
+    "default": {"model": str(PRESET_DIR / "default-albef.json"), "data": "compositional,emoji", "steps": 600,
+                "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "train_size": 6000, "itm_weight": 3.0,
+                "render_size": 64, "patch_keep": 1.0, "save_every": 100, "eval_every": 100,
+                "progress": True},
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `TrainConfig` field, `--out` required, the rest defaulting to the dataclass."""
+    """One flag per `TrainConfig` field, `--out` required; unset flags fall back to the preset,
+    then to the dataclass default."""
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named settings to start from")
     for f in dataclasses.fields(TrainConfig):
-        if f.name != "out":
-            parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
-                                default=f.default)
+        if f.name == "out":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=None,
+                                help=f"default {f.default}")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = dict(PRESETS[args.preset]) if getattr(args, "preset", None) else {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    values |= {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return TrainConfig(**values)

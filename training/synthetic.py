@@ -58,20 +58,25 @@ def random_scene(rng: random.Random, max_objects: int = 2) -> Scene:
     return Scene(tuple(shapes))
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float,
+               colour: str) -> None:
+    """One shape centred at (cx, cy) with half-extent r, in pixels."""
+    fill = COLOURS[colour]
+    if kind == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif kind == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif kind == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    else:  # diamond
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+
+
 def render(scene: Scene, size: int = 128) -> Image.Image:
     image = Image.new("RGB", (size, size), (250, 250, 250))
     draw = ImageDraw.Draw(image)
     for s in scene.shapes:
-        cx, cy, r = s.x * size, s.y * size, s.radius * size
-        fill = COLOURS[s.colour]
-        if s.kind == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif s.kind == "square":
-            draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif s.kind == "triangle":
-            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
-        else:  # diamond
-            draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+        draw_shape(draw, s.kind, s.x * size, s.y * size, s.radius * size, s.colour)
     return image
 
 

@@ -1,7 +1,11 @@
-"""Training loop for the dual encoder with the ITC objective; `main(argv)` is the CLI edge.
+"""The training loop; `main(argv)` is the CLI edge, so tests run a real tiny training.
 
-AdamW with linear warmup and cosine decay, gradient clipping, a JSONL log of every step,
-and a safetensors checkpoint with the config needed to rebuild the model.
+AdamW with linear warmup and cosine decay, gradient clipping and accumulation, mixed
+precision on GPU (never on CPU), optional FLIP patch dropping, ITC (+ momentum distillation)
+for every model and ITM with hard negatives for models with a matching head. State is saved
+every `save_every` steps and a rerun with the same `--out` resumes from it, reproducing an
+uninterrupted run exactly. Writes `log.jsonl`, `curves.png` and a safetensors checkpoint
+with the config needed to rebuild the model.
 """
 
 from __future__ import annotations
@@ -11,23 +15,36 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from tqdm import tqdm
 
 from encoders.checkpoint import Checkpoint, save_checkpoint
-from encoders.clip import DualEncoder
 from encoders.config import load_config
-from encoders.preprocess import ImagePreprocess, preprocess
-from encoders.tokenizer import train_word_tokenizer
-from training import synthetic
-from training.losses import itc_loss
+from encoders.models import build_model
+from encoders.preprocess import ImagePreprocess
+from training.batches import Batches, tokenizer_for_data
+from training.curves import plot_curves
+from training.evaluate import evaluate
+from training.forward import student_outputs
+from training.losses import itc_loss, itm_loss
+from training.momentum import MomentumTeacher
 from training.options import TrainConfig, add_arguments, config_from_args
+from training.sources import load_sources
+from training.state import TrainState, load_state, save_state
 
 log = logging.getLogger(__name__)
+
+LOG_FILE, CURVES_FILE, RUN_CONFIG = "log.jsonl", "curves.png", "train_config.json"
+VAL_SIZE = 200
+# fields that may differ between a run and its resumption
+_RESUME_FREE = {"crash_at", "progress", "log_every", "threads"}
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised at `crash_at`: the run stops as if killed, leaving its last saved state."""
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -37,54 +54,159 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _synthetic_data(cfg: TrainConfig, spec: ImagePreprocess) -> tuple[np.ndarray, list[str]]:
-    scenes = list(synthetic.scenes(cfg.train_size, seed=cfg.seed))
-    images = [synthetic.render(s, cfg.render_size) for s in scenes]
-    return preprocess(images, spec), [s.caption for s in scenes]
+def _check_resumable(cfg: TrainConfig, out: Path) -> None:
+    """A rerun into the same folder must be the same run; refuse to mix two configurations."""
+    mine = {k: str(v) for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
+    path = out / RUN_CONFIG
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if diff:
+            raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)}); "
+                             "use another --out or the same settings to resume")
+    else:
+        path.write_text(json.dumps(mine, indent=1) + "\n")
+
+
+def _micro_loss(model: torch.nn.Module, teacher: MomentumTeacher | None, batch: dict,
+                cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    out = student_outputs(model, batch["pixels"], batch["ids"], batch["mask"], cfg.patch_keep, gen)
+    feats = teacher.features(batch["pixels"], batch["ids"], batch["mask"]) if teacher else None
+    itc = itc_loss(**out, teacher=feats, alpha=cfg.alpha)
+    parts = {"itc": itc.item()}
+    loss = itc
+    if "image_tokens" in out and cfg.itm_weight > 0:
+        itm = itm_loss(model.itm_logits, ids=batch["ids"], mask=batch["mask"], same=batch["same"],
+                       extra_negatives=batch["negatives"], generator=gen, **out)
+        parts["itm"] = itm.item()
+        loss = loss + cfg.itm_weight * itm
+    if teacher is not None:
+        b = batch["ids"].shape[0]
+        teacher.enqueue(feats["image_feats"][:b], feats["text_feats"][:b])
+    return loss, parts
+
+
+@torch.no_grad()
+def _recall(model: torch.nn.Module, val: dict) -> dict:
+    model.eval()
+    images = torch.cat([model.encode_image(p) for p in val["pixels"].split(64)])
+    texts = torch.cat([model.encode_text(i, m) for i, m in zip(val["ids"].split(64), val["mask"].split(64))])
+    model.train()
+    return evaluate(images.float().numpy(), texts.float().numpy(), val["text_to_image"])
+
+
+def _optimizer_step(state: TrainState, cfg: TrainConfig, step: int) -> None:
+    for group in state.optimizer.param_groups:
+        group["lr"] = _lr_at(step, cfg)
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.teacher is not None:
+        state.teacher.update(state.model)
+
+
+def _setup(cfg: TrainConfig) -> tuple[TrainState, Batches, dict | None, Checkpoint]:
+    torch.manual_seed(cfg.seed)
+    model_cfg = load_config(cfg.model)
+    size = model_cfg.vision.image_size if hasattr(model_cfg, "vision") else model_cfg.image_size
+    spec = ImagePreprocess(size=size)
+    data = load_sources(cfg.data, cfg.train_size, cfg.seed, cfg.render_size, spec)
+    val = load_sources(cfg.data.split(",")[0], VAL_SIZE, cfg.seed, cfg.render_size, spec,
+                       split="val") if cfg.eval_every else None
+    tokenizer, model_cfg = tokenizer_for_data(model_cfg, data, val)
+    model = build_model(model_cfg).train()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    teacher = MomentumTeacher(model, model_cfg.embed_dim, cfg.queue_size, cfg.momentum) if cfg.distill else None
+    state = TrainState(
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
+        generator=torch.Generator().manual_seed(cfg.seed),
+        teacher=teacher,
+        scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
+    )
+    batches = Batches(data, tokenizer, device)
+    info = {"data": data.names, "steps": cfg.steps, "batch_size": cfg.batch_size,
+            "objectives": ["itc"] + (["itm"] if hasattr(model, "itm_logits") else [])
+            + (["momentum distillation"] if cfg.distill else [])}
+    return state, batches, (batches.validation(val) if val else None), Checkpoint(model, tokenizer, spec, info)
+
+
+def _open_log(out: Path, start: int):  # noqa: ANN202 - a text file handle
+    """Keep the log lines of completed steps only, so a resumed run's log matches a clean one."""
+    path = out / LOG_FILE
+    kept = []
+    if start and path.is_file():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < start]
+    handle = open(path, "w")  # noqa: SIM115 - closed by the caller's `with`
+    handle.write("".join(line + "\n" for line in kept))
+    return handle
 
 
 def train(cfg: TrainConfig) -> Checkpoint:
-    """Train a dual encoder on synthetic scenes and write the checkpoint to `cfg.out`."""
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    model_cfg = load_config(cfg.model)
-    spec = ImagePreprocess(size=model_cfg.vision.image_size)
-    pixels, captions = _synthetic_data(cfg, spec)
-    tokenizer = train_word_tokenizer(captions, model_cfg.text.context_length)
-    model_cfg = dataclasses.replace(
-        model_cfg, text=dataclasses.replace(model_cfg.text, vocab_size=tokenizer.vocab_size)
-    )
-    ids, mask = tokenizer.encode(captions)
-    model = DualEncoder(model_cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """Train (or resume training) into `cfg.out`; returns the final checkpoint."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig) -> Checkpoint:
+    if cfg.batch_size % cfg.accum_steps:
+        raise ValueError("batch_size must be a multiple of accum_steps")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(cfg, out)
+    state, batches, val, ckpt = _setup(cfg)
+    start = load_state(out, state)
+    if start:
+        log.info("resuming %s after step %d", out, start)
+    micro = cfg.batch_size // cfg.accum_steps
+    amp = state.scaler is not None
     started = time.perf_counter()
-    with open(out / "log.jsonl", "w") as log_file:
-        for step in range(cfg.steps):
-            batch = rng.sample(range(len(captions)), cfg.batch_size)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, cfg)
-            loss = itc_loss(**model(torch.from_numpy(pixels[batch]),
-                                    torch.from_numpy(ids[batch]), torch.from_numpy(mask[batch])))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            record = {"step": step, "loss": round(loss.item(), 5), "lr": _lr_at(step, cfg)}
+    record: dict = {}
+    with _open_log(out, start) as log_file, tqdm(total=cfg.steps, initial=start, disable=not cfg.progress,
+                                                 desc="train") as bar:
+        for step in range(start, cfg.steps):
+            parts_sum: dict[str, float] = {}
+            for _ in range(cfg.accum_steps):
+                batch = batches.sample(micro, state.generator)
+                with torch.autocast("cuda", enabled=amp):
+                    loss, parts = _micro_loss(state.model, state.teacher, batch, cfg, state.generator)
+                scaled = loss / cfg.accum_steps
+                (state.scaler.scale(scaled) if amp else scaled).backward()
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.accum_steps
+            _optimizer_step(state, cfg, step)
+            record = {"step": step, "loss": round(sum(parts_sum.values()), 5),
+                      **{k: round(v, 5) for k, v in parts_sum.items()}, "lr": _lr_at(step, cfg)}
+            done = step + 1
+            if val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+                record["recall"] = _recall(state.model, val)
             log_file.write(json.dumps(record) + "\n")
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                log.info("step %d/%d loss %.4f (%.0fs)", step + 1, cfg.steps, loss.item(),
+            log_file.flush()
+            bar.update(1)
+            bar.set_postfix(loss=record["loss"])
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                log.info("step %d/%d loss %.4f (%.0fs)", done, cfg.steps, record["loss"],
                          time.perf_counter() - started)
-    info = {
-        "data": f"synthetic shapes, {cfg.train_size} scenes, seed {cfg.seed}",
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "final_loss": round(loss.item(), 5),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    ckpt = Checkpoint(model.eval(), tokenizer, spec, info)
+            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+                save_state(out, done, state)
+            if step == cfg.crash_at:
+                raise TrainingInterrupted(f"stopped after step {step} (crash_at)")
+    ckpt.info |= {"final_loss": record.get("loss"), "seconds_this_run": round(time.perf_counter() - started, 1),
+                  "val_recall": record.get("recall")}
+    ckpt.model = state.model.cpu().eval()
     save_checkpoint(out, ckpt)
+    plot_curves(out / LOG_FILE, out / CURVES_FILE)
     return ckpt
 
 

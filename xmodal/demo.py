@@ -1,9 +1,18 @@
-"""The embedded default: a demo gallery, a tiny model trained on synthetic scenes, its engine
-bundle and an index, prepared once under a work folder and reused after."""
+"""The embedded default: a gallery, a trained model, its engine bundle and an index, prepared
+once under a work folder and reused after (so a restart only loads them).
+
+Two kinds:
+- "default" (what `make run` serves): the `--preset default` model (dual encoder + ITM
+  reranker, trained on compositional scenes and Twemoji) over the Twemoji gallery.
+- "shapes": 200 rendered scenes of coloured shapes (held out from training) and a tiny dual
+  encoder trained for `steps` steps on other scenes -- quick, used by the tests.
+The kind comes from the caller, else `XMODAL_DEMO_MODEL`, else "shapes".
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +20,8 @@ log = logging.getLogger(__name__)
 
 GALLERY_SIZE = 200
 GALLERY_SEED = 7  # the training scenes use seed 0, so the gallery is held out
+KINDS = ("shapes", "default")
+KIND_FILE = "KIND"
 
 
 @dataclass(frozen=True)
@@ -34,23 +45,64 @@ class DemoPaths:
         return self.root / "index"
 
 
-def prepare(root: str | Path, steps: int = 300) -> DemoPaths:
-    """Make whatever of gallery, checkpoint, engine and index is missing under `root`."""
+def _claim(paths: DemoPaths, kind: str) -> None:
+    """A work folder holds one kind; mixing a shapes gallery with the emoji model would serve nonsense."""
+    marker = paths.root / KIND_FILE
+    if marker.is_file() and marker.read_text().strip() != kind:
+        raise SystemExit(f"{paths.root} holds the {marker.read_text().strip()!r} demo, not {kind!r}: "
+                         f"remove it (make clean) or use another --workdir")
+    if not marker.is_file() and paths.checkpoint.exists() and kind != "shapes":
+        raise SystemExit(f"{paths.root} holds an older demo: remove it (make clean) first")
+    if not marker.is_file():  # written once: a reused folder is left untouched
+        paths.root.mkdir(parents=True, exist_ok=True)
+        marker.write_text(kind + "\n")
+
+
+def _gallery(paths: DemoPaths, kind: str) -> None:
+    if (paths.gallery / "captions.jsonl").is_file():
+        return
+    if kind == "default":
+        from training.emoji import write_twemoji_gallery
+
+        log.info("copying the Twemoji gallery into %s", paths.gallery)
+        write_twemoji_gallery(paths.gallery)
+    else:
+        from training.synthetic import write_gallery
+
+        log.info("rendering %d demo images into %s", GALLERY_SIZE, paths.gallery)
+        write_gallery(paths.gallery, GALLERY_SIZE, GALLERY_SEED)
+
+
+def _train(paths: DemoPaths, kind: str, steps: int) -> None:
+    from training.options import PRESETS
+    from training.train import TrainConfig, train
+
+    if kind == "default":
+        log.info("training the default model (--preset default); progress in %s/log.jsonl", paths.checkpoint)
+        train(TrainConfig(out=paths.checkpoint, **PRESETS["default"]))
+    else:
+        log.info("training the demo model (%d steps)", steps)
+        train(TrainConfig(out=paths.checkpoint, steps=steps))
+
+
+def prepare(root: str | Path, steps: int = 300, kind: str | None = None) -> DemoPaths:
+    """Make whatever of gallery, checkpoint, engine and index is missing under `root`.
+
+    An interrupted training resumes from its last saved state on the next call."""
     from encoders.checkpoint import WEIGHTS, load_checkpoint
     from encoders.engine import OnnxEngine
     from encoders.export import export_bundle
     from index.build import build_index
     from index.bundle import CURRENT
-    from training.synthetic import write_gallery
-    from training.train import TrainConfig, train
 
+    kind = kind or os.environ.get("XMODAL_DEMO_MODEL", "shapes")
+    if kind not in KINDS:
+        raise SystemExit(f"unknown demo model {kind!r}; known: {', '.join(KINDS)}")
     paths = DemoPaths(Path(root))
-    if not (paths.gallery / "captions.jsonl").is_file():
-        log.info("rendering %d demo images into %s", GALLERY_SIZE, paths.gallery)
-        write_gallery(paths.gallery, GALLERY_SIZE, GALLERY_SEED)
+    _claim(paths, kind)
+    _gallery(paths, kind)
     if not (paths.checkpoint / WEIGHTS).is_file():
-        log.info("training the demo model (%d steps)", steps)
-        train(TrainConfig(out=paths.checkpoint, steps=steps))
+        _train(paths, kind, steps)
     if not paths.engine.is_dir():
         export_bundle(load_checkpoint(paths.checkpoint).exportable(), paths.engine)
     if not (paths.index / CURRENT).is_file():

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from index.metadata import Item
 from service.deps import PipelineDep, SettingsDep
-from service.errors import InvalidQuery, NotFound
+from service.errors import InvalidQuery, NotFound, describe
 from service.images import decode_upload
-from service.schemas import MAX_K, MAX_TEXT_CHARS
+from service.schemas import MAX_K, MAX_TEXT_CHARS, ItemId
 
 router = APIRouter(tags=["clip-retrieval"])
 
@@ -44,7 +44,7 @@ class KnnRequest(BaseModel):
 class MetadataRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    ids: list[int] = Field(max_length=1000)
+    ids: list[ItemId] = Field(max_length=1000)
     indice_name: str | None = None
 
 
@@ -54,8 +54,7 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise InvalidQuery("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                     for e in exc.errors())) from exc
+        raise InvalidQuery(describe(exc.errors())) from exc
 
 
 def _check_index(name: str | None, settings: SettingsDep) -> None:

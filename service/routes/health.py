@@ -23,6 +23,7 @@ def readyz(pipeline: PipelineDep) -> Readiness:
         engine_id=pipeline.engine_id,
         index_version=pipeline.index_version,
         count=pipeline.runtime.searcher.manifest.count,
+        rerank=pipeline.can_rerank,
     )
 
 

@@ -1,24 +1,31 @@
-"""The collection's images, by id; never a file outside the collection root."""
+"""The collection's images, by id. Only indexed items can be named, so no request can reach
+a file outside the collection; tar-shard members are served as well as plain files."""
 
-from pathlib import Path
+import asyncio
+import mimetypes
+from typing import Annotated
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
 
 from service.deps import PipelineDep
 from service.errors import NotFound
+from service.schemas import MAX_ID
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 
-@router.get("/{image_id}", response_class=FileResponse)
-def get_image(image_id: int, pipeline: PipelineDep) -> FileResponse:
+@router.get("/{image_id}", response_class=Response,
+            responses={200: {"content": {"image/*": {}}, "description": "the image file"}})
+async def get_image(image_id: Annotated[int, PathParam(ge=0, le=MAX_ID)],
+                    pipeline: PipelineDep) -> Response:
     searcher = pipeline.runtime.searcher
     item = searcher.metadata.get([image_id]).get(image_id)
-    if item is None:
+    if item is None or image_id in set(searcher.deleted.tolist()):
         raise NotFound(f"no image with id {image_id}")
-    root = Path(searcher.manifest.source).resolve()
-    path = (root / item.path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise NotFound(f"image {image_id} is not available")
-    return FileResponse(path)
+    try:
+        data = await asyncio.to_thread(searcher.image_bytes, image_id)
+    except (KeyError, OSError) as exc:
+        raise NotFound(f"image {image_id} is not available") from exc
+    media_type = mimetypes.guess_type(item.path.rsplit("::", 1)[-1])[0] or "application/octet-stream"
+    return Response(data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})

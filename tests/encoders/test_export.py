@@ -124,3 +124,15 @@ def test_dual_encoder_bundle_has_no_reranker(bundle: Path) -> None:
     assert not engine.has_reranker
     with pytest.raises(InputError, match="no reranker"):
         engine.score(np.zeros((1, 65, 96), dtype=np.float32), ["a red circle"])
+
+
+@pytest.mark.parametrize("name", ["image_encoder.onnx", "text_encoder.onnx", "tokenizer.json"])
+def test_truncated_engine_file_is_refused_naming_it(bundle: Path, tmp_path: Path, name: str) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in bundle.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    data = (copy / name).read_bytes()
+    (copy / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=f"{name} fails its checksum"):
+        OnnxEngine(copy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoders.bundle import read_manifest
+from encoders.errors import BundleError
 from index.errors import EngineMismatchError
 from service.config import Settings
 from service.main import create_app
@@ -83,3 +85,16 @@ def test_xmodal_serve_answers_over_http(demo: DemoPaths) -> None:
         hits = httpx.post(f"{url}/v1/search/text",
                           json={"text": "a green triangle", "k": 2}).json()["results"]
     assert len(hits) == 2
+
+
+@pytest.mark.parametrize("name", ["image_encoder.onnx", "tokenizer.json"])
+def test_start_up_refuses_a_corrupt_engine_file_naming_it(
+    demo: DemoPaths, tmp_path: Path, name: str
+) -> None:
+    engine = tmp_path / "engine"
+    shutil.copytree(demo.engine, engine)
+    data = (engine / name).read_bytes()
+    (engine / name).write_bytes(data[:-100])
+    app = create_app(Settings(engine_dir=engine, index_dir=demo.index))
+    with pytest.raises(BundleError, match=name), TestClient(app):
+        pass

@@ -73,3 +73,24 @@ def test_a_bad_query_shows_the_error_message(demo: DemoPaths, browser: Browser) 
         page.fill("#query", "   ")
         page.click("button[type=submit]")
         page.wait_for_selector("#error:has-text('white space')")
+
+
+def test_rerank_toggle_shows_both_scores(rerank_setup, browser: Browser) -> None:
+    with live_server(rerank_setup.engine, rerank_setup.index) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#rerank:not([disabled])")
+        page.fill("#query", "a red circle")
+        page.check("#rerank")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#results figure")
+        first = page.inner_text("#results figure .score")
+    assert "score" in first and "match" in first
+
+
+def test_rerank_toggle_is_disabled_without_a_reranker(demo: DemoPaths, browser: Browser) -> None:
+    with live_server(demo.engine, demo.index) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#status:has-text('images')")
+        assert page.is_disabled("#rerank")

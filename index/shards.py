@@ -1,0 +1,193 @@
+"""The unit of work of a build: reader (decode), mapper (encode) and writer (shard file).
+
+A build's records are cut into fixed shards, and each shard into fixed batches of records.
+Both executors (local worker processes, Ray Data) run exactly these functions over exactly
+these batches, so their embeddings are bit-identical. Each finished shard is written as
+`shard-NNNNNN.npz` through a temp file and `os.replace`: a killed build keeps every shard it
+finished, and a resumed one encodes only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.errors import InputError
+from encoders.preprocess import ImagePreprocess, load_image, preprocess
+from index.sources import Record, read_bytes
+from index.tokens import pool_tokens
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "plan.json"
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the `crash_at` test hook: the build stops as if the machine died."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A batch after the reader: pixels of the images that decoded, and why others did not."""
+
+    rows: list[int]  # global record indices of the decoded images, in order
+    pixels: np.ndarray | None  # (len(rows), 3, size, size) float32
+    errors: list[tuple[int, str]]  # (record index, reason) of images that did not decode
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that fixes a build's output; its hash names the work folder."""
+
+    root: str
+    records: list[Record]
+    engine_id: str
+    preprocess: dict[str, Any]
+    shard_size: int = 1024
+    batch_size: int = 64
+    token_pool: int | None = None  # keep this many pooled tokens per image (None: all)
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise InputError(f"shard_size and batch_size must be >= 1, got "
+                             f"{self.shard_size} and {self.batch_size}")
+        body = json.dumps({**asdict(self), "key": ""}, sort_keys=True, default=str)
+        object.__setattr__(self, "key", hashlib.sha256(body.encode()).hexdigest()[:16])
+
+    @property
+    def shards(self) -> int:
+        return -(-len(self.records) // self.shard_size)
+
+    def shard_rows(self, shard: int) -> range:
+        return range(shard * self.shard_size, min(len(self.records), (shard + 1) * self.shard_size))
+
+    def batches(self, shard: int) -> list[range]:
+        rows = self.shard_rows(shard)
+        return [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+
+    def spec(self) -> ImagePreprocess:
+        return ImagePreprocess.from_dict(self.preprocess)
+
+
+def decode_batch(plan: Plan, rows: range) -> Decoded:
+    """Reader: read and preprocess one batch; unreadable images are reported, never fatal."""
+    spec, kept, images, errors = plan.spec(), [], [], []
+    root = Path(plan.root)
+    for row in rows:
+        record = plan.records[row]
+        try:
+            images.append(load_image(read_bytes(root, record)))
+            kept.append(row)
+        except (InputError, OSError) as exc:
+            errors.append((row, f"{record.uri}: {exc}"))
+    return Decoded(kept, preprocess(images, spec) if images else None, errors)
+
+
+def encode_batch(engine: Any, plan: Plan, decoded: Decoded) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mapper: pixels -> (embeddings float32, tokens float16 pooled per the plan, token count
+    before pooling)."""
+    out = engine.encode_pixels(decoded.pixels)
+    tokens = out.get("image_tokens")
+    if tokens is None:
+        tokens = np.zeros((len(decoded.rows), 0, 0), dtype=np.float16)
+    full = tokens.shape[1]
+    tokens = pool_tokens(tokens, plan.token_pool).astype(np.float16)
+    return out["image_embeds"].astype(np.float32, copy=False), tokens, full
+
+
+class ShardWriter:
+    """Writer: collects one shard's batches and writes its file atomically."""
+
+    def __init__(self, work: Path, shard: int) -> None:
+        self.path = shard_path(work, shard)
+        self.rows: list[int] = []
+        self.embeds: list[np.ndarray] = []
+        self.tokens: list[np.ndarray] = []
+        self.errors: list[tuple[int, str]] = []
+        self.full_tokens = 0
+
+    def add(self, decoded: Decoded, embeds: np.ndarray | None, tokens: np.ndarray | None,
+            full_tokens: int = 0) -> None:
+        self.rows.extend(decoded.rows)
+        self.errors.extend(decoded.errors)
+        if embeds is not None:
+            self.embeds.append(embeds)
+            self.tokens.append(tokens)
+            self.full_tokens = full_tokens
+
+    def write(self) -> Path:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, rows=np.asarray(self.rows, dtype=np.int64),
+                     embeds=_stack(self.embeds, np.float32), tokens=_stack(self.tokens, np.float16),
+                     errors=np.asarray(json.dumps(self.errors)),
+                     full_tokens=np.asarray(self.full_tokens))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        return self.path
+
+
+def encode_shard(engine: Any, plan: Plan, work: Path, shard: int) -> Path:
+    """Reader + mapper + writer for one whole shard, in this process (the Ray path)."""
+    writer = ShardWriter(work, shard)
+    for rows in plan.batches(shard):
+        decoded = decode_batch(plan, rows)
+        writer.add(decoded, *(encode_batch(engine, plan, decoded) if decoded.rows else (None, None)))
+    return writer.write()
+
+
+def _stack(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros((0,), dtype)
+
+
+def shard_path(work: Path, shard: int) -> Path:
+    return work / f"shard-{shard:06d}.npz"
+
+
+def prepare_work(work: Path, plan: Plan) -> list[int]:
+    """Create or reopen a work folder; the shards still to encode."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / PLAN_FILE).write_text(json.dumps({"key": plan.key, "engine_id": plan.engine_id,
+                                              "records": len(plan.records)}) + "\n")
+    todo = [s for s in range(plan.shards) if not shard_path(work, s).is_file()]
+    if len(todo) < plan.shards:
+        log.info("resuming build %s: %d of %d shards already encoded", plan.key,
+                 plan.shards - len(todo), plan.shards)
+    return todo
+
+
+@dataclass
+class Assembled:
+    rows: np.ndarray  # record index of each vector (int64, ascending)
+    embeds: np.ndarray  # (n, dim) float32
+    tokens: np.ndarray  # (n, tokens, width) float16
+    errors: list[tuple[int, str]]
+    full_tokens: int = 0  # tokens per image before pooling
+    work: Path | None = None  # the work folder the shards came from
+
+
+def assemble(work: Path, plan: Plan) -> Assembled:
+    """Read every shard back, in order, into one set of arrays."""
+    rows, embeds, tokens, errors, full = [], [], [], [], 0
+    for shard in range(plan.shards):
+        with np.load(shard_path(work, shard)) as data:
+            full = max(full, int(data["full_tokens"]))
+            if len(data["rows"]):
+                rows.append(data["rows"])
+                embeds.append(data["embeds"])
+                tokens.append(data["tokens"])
+            errors.extend((int(r), str(m)) for r, m in json.loads(str(data["errors"])))
+    if not rows:
+        raise InputError(f"none of the {len(plan.records)} images could be read; first errors: "
+                         f"{[m for _, m in errors[:3]]}")
+    return Assembled(np.concatenate(rows), np.concatenate(embeds), np.concatenate(tokens), errors,
+                     full)

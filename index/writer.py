@@ -1,0 +1,124 @@
+"""Writing the files of one index version from arrays: FAISS index (chosen and tuned),
+ids, embeddings, image tokens, metadata, caption index. Build, add and compact all end here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index import bundle
+from index.choose import RECALL_K, choose_factory, exact_topk, make_index, recall_at, tune
+from index.metadata import Item, write_store
+from index.tokens import TOKENS_FILE, bytes_per_image, write_tokens
+
+log = logging.getLogger(__name__)
+
+TUNING_QUERIES = 1000
+
+
+@dataclass
+class Contents:
+    """Everything a version holds, aligned by FAISS position."""
+
+    ids: np.ndarray  # (n,) int64 ascending item ids
+    embeds: np.ndarray  # (n, dim) float32
+    tokens: np.ndarray  # (n, tokens, width) float16
+    items: list[Item]  # metadata of the live items
+    caption_ids: np.ndarray  # (m,) item ids that have a caption
+    caption_embeds: np.ndarray  # (m, dim) float32 text embeddings of those captions
+    deleted: np.ndarray  # item ids deleted but still in the FAISS index
+    full_tokens: int = 0  # tokens per image the engine gives, before any pooling
+
+    @property
+    def live(self) -> int:
+        return len(self.ids) - len(self.deleted)
+
+
+def write_contents(folder: Path, c: Contents, factory: str | None, recall_target: float,
+                   memory_budget: int | None = None, index: faiss.Index | None = None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Write every file but the manifest; return the manifest fields they determine.
+
+    `index`: an already-filled FAISS index to store as is (add keeps the trained IVF and
+    tuned parameters instead of retraining); otherwise one is chosen, trained and tuned.
+    """
+    n, dim = c.embeds.shape
+    fields: dict[str, Any] = {"count": c.live, "dim": dim, "deleted": len(c.deleted)}
+    if index is None:
+        chosen = factory or choose_factory(n, dim, memory_budget)
+        index = make_index(chosen, c.embeds, seed=seed)
+        tuning = _tune(index, c, recall_target, seed)
+        fields.update(factory=chosen, search_params=tuning.pop("search_params"), tuning=tuning)
+    faiss.write_index(index, str(folder / bundle.FAISS_FILE))
+    np.save(folder / bundle.IDS_FILE, c.ids.astype(np.int64))
+    np.save(folder / bundle.EMBEDDINGS_FILE, c.embeds.astype(np.float32))
+    if len(c.deleted):
+        np.save(folder / bundle.DELETED_FILE, np.sort(c.deleted).astype(np.int64))
+    write_tokens(folder / TOKENS_FILE, c.tokens)
+    fields["tokens"] = {"file": TOKENS_FILE, "shape": list(c.tokens.shape), "dtype": "float16",
+                        "bytes_per_image": bytes_per_image(c.tokens),
+                        "full_tokens": c.full_tokens or int(c.tokens.shape[1])}
+    write_store(folder / bundle.METADATA_FILE, c.items)
+    fields["captions"] = len(c.caption_ids)
+    if len(c.caption_ids):
+        # captions are few per image and short queries hit them rarely: exact search is
+        # enough until a collection has many millions of captions
+        captions = faiss.IndexFlatIP(dim)
+        captions.add(np.ascontiguousarray(c.caption_embeds, dtype=np.float32))
+        faiss.write_index(captions, str(folder / bundle.CAPTIONS_FAISS))
+        np.save(folder / bundle.CAPTION_IDS_FILE, c.caption_ids.astype(np.int64))
+    return fields
+
+
+def _tune(index: faiss.Index, c: Contents, target: float, seed: int) -> dict[str, Any]:
+    """Tune on held-out queries: caption embeddings (the real text -> image queries) when
+    the collection has captions, otherwise collection vectors with their own match removed."""
+    rng = np.random.default_rng(seed)
+    if len(c.caption_embeds):
+        pick = np.sort(rng.choice(len(c.caption_embeds), min(TUNING_QUERIES, len(c.caption_embeds)),
+                                  replace=False))
+        queries, kind, exclude = c.caption_embeds[pick], "caption text embeddings", None
+    else:
+        pick = np.sort(rng.choice(len(c.embeds), min(TUNING_QUERIES, len(c.embeds)), replace=False))
+        queries, kind, exclude = c.embeds[pick], "collection vectors, self-match excluded", pick
+    truth = _drop(exact_topk(c.embeds, queries, RECALL_K + 1), exclude)
+    search = index.search
+    if exclude is not None:
+        # tune() searches for RECALL_K; wrap so the self match is removed first
+        class _LeaveOneOut:
+            def search(self, q: np.ndarray, k: int) -> tuple[None, np.ndarray]:
+                return None, _drop(search(q, k + 1)[1], exclude)
+
+        proxy: Any = _LeaveOneOut()
+        result = tune(index, queries, truth, target, searcher=proxy)
+    else:
+        result = tune(index, queries, truth, target)
+    log.info("tuned %s to recall@10 %.4f (target %.3f) with %s", type(index).__name__,
+             result.recall_at_10, target, result.search_params)
+    return {"search_params": result.search_params, "recall_target": target,
+            "recall_at_10": result.recall_at_10, "queries": result.queries,
+            "queries_from": kind, "curve": result.curve}
+
+
+def _drop(found: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    """Remove each query's own id from its result row (leave-one-out), keep RECALL_K."""
+    if exclude is None:
+        return found[:, :RECALL_K]
+    rows = [[i for i in row if i != own][:RECALL_K] for row, own in zip(found.tolist(), exclude)]
+    return np.asarray([r + [-1] * (RECALL_K - len(r)) for r in rows], dtype=np.int64)
+
+
+def write_skipped(folder: Path, errors: list[tuple[str, str]]) -> None:
+    """The report of unreadable images, one JSON line each (always written, maybe empty)."""
+    lines = [json.dumps({"uri": uri, "error": err}) for uri, err in errors]
+    (folder / bundle.SKIPPED_FILE).write_text("".join(line + "\n" for line in lines))
+
+
+__all__ = ["Contents", "write_contents", "write_skipped", "recall_at"]

@@ -1,0 +1,116 @@
+"""Dataset-file and WebDataset sources, and search restricted by metadata fields."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders.errors import InputError
+from index import search
+from index.build import build_index
+from index.metadata import Filter
+from index.search import Searcher
+
+
+@pytest.fixture(scope="module")
+def dataset_file(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training-format .jsonl over the gallery, with a tag and a date per image."""
+    rows = [json.loads(line) for line in (gallery / "captions.jsonl").read_text().splitlines()]
+    out = tmp_path_factory.mktemp("ds") / "pairs.jsonl"
+    lines = [json.dumps({"file": str(gallery / r["file"]), "caption": r["caption"],
+                         "tag": "odd" if i % 2 else "even", "date": f"2024-01-{i + 1:02d}"})
+             for i, r in enumerate(rows)]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def filtered(tiny_engine, dataset_file: Path, tmp_path_factory) -> Searcher:
+    root = tmp_path_factory.mktemp("filtered") / "idx"
+    build_index(tiny_engine, dataset_file, root, workers=0)
+    return Searcher(root, tiny_engine.engine_id)
+
+
+def _truth(s: Searcher, queries: np.ndarray, allowed: set[int], k: int) -> list[list[int]]:
+    rows = [p for p, i in enumerate(s.ids) if int(i) in allowed]
+    scores = queries @ np.asarray(s.embeddings)[rows].T
+    return [[int(s.ids[rows[j]]) for j in np.argsort(-r, kind="stable")[:k]] for r in scores]
+
+
+@pytest.mark.parametrize("path", ["exact", "selector", "overfetch"])
+def test_filtered_search_returns_only_matching_items(filtered, monkeypatch, path) -> None:
+    if path != "exact":
+        monkeypatch.setattr(search, "EXACT_BELOW", 0)
+    monkeypatch.setattr(filtered, "use_selectors", path != "overfetch")
+    where = Filter(equals={"tag": "odd"}, ranges={"date": ("2024-01-05", "2024-01-20")})
+    allowed = {it.id for it in filtered.metadata.get(list(map(int, filtered.ids))).values()
+               if it.fields["tag"] == "odd" and "2024-01-05" <= it.fields["date"] <= "2024-01-20"}
+    assert len(allowed) == 8
+    queries = np.asarray(filtered.embeddings[:4])
+    got = [[h.id for h in hits] for hits in filtered.search(queries, 5, where=where)]
+    assert got == _truth(filtered, queries, allowed, 5)
+
+
+def test_filter_with_no_match_returns_nothing(filtered) -> None:
+    hits = filtered.search(np.asarray(filtered.embeddings[:2]), 5,
+                           where=Filter(equals={"tag": "none"}))
+    assert hits == [[], []]
+
+
+def test_bad_filter_field_is_refused(filtered) -> None:
+    with pytest.raises(InputError, match="filter field"):
+        filtered.search(np.asarray(filtered.embeddings[:1]), 3, where=Filter(equals={"a'b": 1}))
+
+
+def test_dataset_file_stores_user_fields(filtered) -> None:
+    item = filtered.metadata.get([3])[3]
+    assert item.fields == {"tag": "odd", "date": "2024-01-04"} and item.caption
+
+
+def test_webdataset_shards_index_like_the_folder(tiny_engine, gallery, tmp_path) -> None:
+    names = sorted(p.name for p in gallery.glob("scene-*.png"))
+    captions = {json.loads(line)["file"]: json.loads(line)["caption"]
+                for line in (gallery / "captions.jsonl").read_text().splitlines()}
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for shard, part in enumerate((names[:15], names[15:])):
+        with tarfile.open(shards / f"train-{shard:04d}.tar", "w") as tar:
+            for name in part:
+                key = name.removesuffix(".png")
+                tar.add(gallery / name, f"{key}.png")
+                meta = tmp_path / f"{key}.txt"
+                meta.write_text(captions[name])
+                tar.add(meta, f"{key}.txt")
+    shard_index = build_index(tiny_engine, shards, tmp_path / "from_tar", workers=1)
+    folder_index = build_index(tiny_engine, gallery, tmp_path / "from_folder", workers=0)
+    a = Searcher(tmp_path / "from_tar", tiny_engine.engine_id)
+    b = Searcher(tmp_path / "from_folder", tiny_engine.engine_id)
+    assert shard_index.count == folder_index.count == 30
+    by_name_a = {it.path.split("::")[1]: it for it in a.metadata.get(list(map(int, a.ids))).values()}
+    by_name_b = {it.path: it for it in b.metadata.get(list(map(int, b.ids))).values()}
+    assert sorted(by_name_a) == sorted(by_name_b)
+    assert a.image_bytes(by_name_a[names[20]].id) == (gallery / names[20]).read_bytes()
+    for name in names[:3]:
+        ia, ib = by_name_a[name], by_name_b[name]
+        assert ia.caption == ib.caption
+        np.testing.assert_allclose(a.embeddings[np.searchsorted(a.ids, ia.id)],
+                                   b.embeddings[np.searchsorted(b.ids, ib.id)], atol=1e-5)
+
+
+def test_unsupported_source_is_named(tiny_engine, tmp_path) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="x.csv"):
+        build_index(tiny_engine, tmp_path / "x.csv", tmp_path / "idx")
+    with pytest.raises(InputError, match="does not exist"):
+        build_index(tiny_engine, tmp_path / "nope", tmp_path / "idx")
+
+
+def test_bad_queries_are_refused_with_the_shape_expected(filtered) -> None:
+    with pytest.raises(InputError, match=r"\(n, 64\)"):
+        filtered.search(np.zeros((2, 3), np.float32), 3)
+    with pytest.raises(InputError, match="k must be"):
+        filtered.search(np.asarray(filtered.embeddings[:1]), 0)

@@ -1,0 +1,55 @@
+"""The student's forward pass for training: one image pass gives both the embedding and the
+tokens the ITM head needs, optionally over a random subset of patches (FLIP, Li et al. 2022:
+"Scaling Language-Image Pre-training via Masking" -- dropping 50-75% of patches makes each
+step several times cheaper at little cost in accuracy)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders.clip import VisionTower
+
+
+def _vision_with_dropping(tower: VisionTower, pixels: torch.Tensor, keep: float,
+                          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """VisionTower.forward over the [CLS] token and a random `keep` fraction of patches."""
+    x = tower.patch_embed(pixels).flatten(2).transpose(1, 2) + tower.pos_embed[1:]  # (b, p, w)
+    b, patches, width = x.shape
+    kept = max(1, round(patches * keep))
+    noise = torch.rand(b, patches, generator=generator).to(x.device)  # the CPU generator of the loop
+    index = noise.argsort(dim=1)[:, :kept]  # each image keeps its own random patches
+    x = x.gather(1, index[..., None].expand(-1, -1, width))
+    cls = (tower.cls_token + tower.pos_embed[0]).expand(b, 1, -1)
+    tokens = tower.ln_post(tower.transformer(tower.ln_pre(torch.cat([cls, x], dim=1))))
+    return tower.proj(tokens[:, 0]), tokens
+
+
+def student_outputs(model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                    keep: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The model's output dict plus `image_tokens` when it has an ITM head (for `itm_loss`)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"patch keep ratio must be in (0, 1], got {keep}")
+    tower = getattr(model, "visual", None)
+    if isinstance(tower, VisionTower):
+        if keep < 1:
+            embed, tokens = _vision_with_dropping(tower, pixels, keep, generator)
+        else:
+            embed, tokens = tower(pixels)
+        out = {
+            "image_embeds": F.normalize(embed, dim=-1),
+            "text_embeds": model.encode_text(ids, mask),
+            # clamp as CLIP does: a temperature below 1/100 destabilises training
+            "logit_scale": model.logit_scale.clamp(max=math.log(100.0)).exp(),
+        }
+    else:
+        if keep < 1:
+            raise ValueError(f"patch dropping needs a ViT image tower; {type(model).__name__} has none")
+        out = dict(model(pixels, ids, mask))
+        tokens = model.image_tokens(pixels) if hasattr(model, "itm_logits") else None
+    if hasattr(model, "itm_logits"):
+        out["image_tokens"] = tokens
+    return out
