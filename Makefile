@@ -13,11 +13,11 @@ STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
 # trains it (about 6 minutes on 2 cores), later runs load what var/demo holds.
 run: $(call STAMP,run)
-	XMODAL_DEMO_MODEL=default $(BIN)/xmodal demo
+	$(BIN)/xmodal demo
 
 # Regenerate bench/results/quality.md for the default model (prepares it first if missing).
 quality: $(call STAMP,run) system-packages
-	XMODAL_DEMO_MODEL=default $(BIN)/xmodal demo --no-serve
+	$(BIN)/xmodal demo --no-serve
 	$(BIN)/xmodal bench quality --engine var/demo/engine --out bench/results/quality.md
 
 test: $(call STAMP,test) system-packages

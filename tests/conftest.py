@@ -14,7 +14,7 @@ from xmodal.demo import DemoPaths
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
     """gallery (held out) + checkpoint trained 300 steps + engine bundle + published index."""
     root = tmp_path_factory.mktemp("demo")
-    assert cli.main(["demo", "--workdir", str(root), "--no-serve"]) == 0
+    assert cli.main(["demo", "--workdir", str(root), "--no-serve", "--model", "shapes"]) == 0
     return DemoPaths(root)
 
 

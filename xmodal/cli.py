@@ -20,7 +20,7 @@ from training import cli as training_cli
 def _demo(args: argparse.Namespace) -> int:
     from xmodal.demo import prepare
 
-    paths = prepare(args.workdir, steps=args.steps)
+    paths = prepare(args.workdir, steps=args.steps, kind=args.model)
     print(f"demo ready: engine {paths.engine}, index {paths.index}")
     if args.no_serve:
         return 0
@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     p = sub.add_parser("demo", help="prepare the demo gallery, model and index, then serve")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
-    p.add_argument("--steps", type=int, default=300, help="training steps for the demo model")
+    p.add_argument("--model", choices=("default", "shapes"), default="default",
+                   help="default: the --preset default model over the Twemoji gallery; "
+                        "shapes: a tiny model over rendered shapes (quick)")
+    p.add_argument("--steps", type=int, default=300, help="training steps of the shapes model")
     p.add_argument("--no-serve", action="store_true", help="prepare only")
     p.set_defaults(func=_demo)
     return parser

@@ -6,13 +6,11 @@ Two kinds:
   reranker, trained on compositional scenes and Twemoji) over the Twemoji gallery.
 - "shapes": 200 rendered scenes of coloured shapes (held out from training) and a tiny dual
   encoder trained for `steps` steps on other scenes -- quick, used by the tests.
-The kind comes from the caller, else `XMODAL_DEMO_MODEL`, else "shapes".
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +83,7 @@ def _train(paths: DemoPaths, kind: str, steps: int) -> None:
         train(TrainConfig(out=paths.checkpoint, steps=steps))
 
 
-def prepare(root: str | Path, steps: int = 300, kind: str | None = None) -> DemoPaths:
+def prepare(root: str | Path, steps: int = 300, kind: str = "shapes") -> DemoPaths:
     """Make whatever of gallery, checkpoint, engine and index is missing under `root`.
 
     An interrupted training resumes from its last saved state on the next call."""
@@ -95,7 +93,6 @@ def prepare(root: str | Path, steps: int = 300, kind: str | None = None) -> Demo
     from index.build import build_index
     from index.bundle import CURRENT
 
-    kind = kind or os.environ.get("XMODAL_DEMO_MODEL", "shapes")
     if kind not in KINDS:
         raise SystemExit(f"unknown demo model {kind!r}; known: {', '.join(KINDS)}")
     paths = DemoPaths(Path(root))
