@@ -39,6 +39,20 @@ def _quality(args: argparse.Namespace) -> int:
     return main(args.engine, args.out, args.workdir, args.k)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from bench.serve import main
+
+    return main(args.engine, args.index, args.requests, args.seconds, tuple(args.concurrency),
+                args.json, args.threads)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from bench.soak import main
+
+    return main(args.engine, args.index, args.clients, args.seconds, args.hostile, args.json,
+                seed=args.seed)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="name", required=True)
     p = bench.add_parser("serving", help="query latency per stage and the gain from batching")
@@ -83,3 +97,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=Path("var/quality"), help="plots, JSON, emoji renders")
     p.add_argument("--k", type=int, default=16, help="rerank depth")
     p.set_defaults(func=_quality)
+
+    p = bench.add_parser("serve", help="HTTP throughput and latency on loopback: overhead over the "
+                         "raw engine, batching on vs off")
+    p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
+    p.add_argument("--index", type=Path, default=Path("var/demo/index"))
+    p.add_argument("--requests", type=int, default=200, help="requests per row (at most)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time per row (at most)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads, service and raw path")
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(func=_serve)
+
+    p = bench.add_parser("soak", help="mixed valid and hostile load on loopback: errors and memory")
+    p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
+    p.add_argument("--index", type=Path, default=Path("var/demo/index"))
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=600.0)
+    p.add_argument("--hostile", type=float, default=0.1, help="share of hostile requests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(func=_soak)

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description='browser origins allowed cross-site, JSON list; none: closed')
     index_name: str = Field("xmodal", description="name under which clip-retrieval clients see the index")
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest accepted request body")
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image upload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
     batch_max_size: int = Field(32, ge=1, le=1024, description="most queries encoded together")

@@ -11,9 +11,10 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.config import Settings
 from service.errors import install_handlers
+from service.limits import BodySizeLimit
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline, make_cache
-from service.routes import admin, clip_retrieval, health, images, rerank, search, web
+from service.routes import admin, clip_retrieval, health, images, index_info, rerank, search, web
 from service.runtime import Runtime
 from service.serving import Serving
 
@@ -41,10 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.serving = Serving()
     install_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # closed unless origins are listed
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
-    for module in (health, search, rerank, images, admin, clip_retrieval, web):
+    for module in (health, search, rerank, images, index_info, admin, clip_retrieval, web):
         app.include_router(module.router)
     return app
 

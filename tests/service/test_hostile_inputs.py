@@ -108,3 +108,16 @@ def test_unknown_routes_and_methods_are_json(client: TestClient) -> None:
     _is_named_4xx(client.get("/v1/nowhere"))
     _is_named_4xx(client.get("/v1/search/text"))
     _is_named_4xx(client.get("/v1/images/not-a-number"))
+
+
+def test_body_over_the_limit_is_refused_before_reading(demo: DemoPaths) -> None:
+    settings = Settings(engine_dir=demo.engine, index_dir=demo.index, max_body_bytes=50_000)
+    with TestClient(create_app(settings)) as c:
+        declared = c.post("/v1/search/text", content=b"x" * 60_000,
+                          headers={"content-type": "application/json"})
+        streamed = c.post("/v1/search/text", content=(b"x" * 10_000 for _ in range(8)),
+                          headers={"content-type": "application/json"})
+        assert c.post("/v1/search/text", json=NORMAL).status_code == 200
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"

@@ -1,0 +1,236 @@
+"""End-to-end serving benchmark: real HTTP against `xmodal serve` on loopback.
+
+Two servers run side by side for the whole benchmark, both with the cache off (repeated
+queries must reach the engine): micro-batching on (the configured defaults) and off
+(`XMODAL_BATCH_MAX_SIZE=1`, no wait). For each concurrency, with and without rerank, the two
+are measured one right after the other, so drift on a shared machine falls on both alike.
+
+The overhead pass sends the same queries one at a time, interleaved with the raw path in
+this process (`OnnxEngine.encode_texts` + `Searcher.search`, and the reranker for rerank
+queries) at the same thread count; the service's ids are checked against the raw ids before
+any figure is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.load import (
+    Server,
+    batch_sizes,
+    cpu_seconds,
+    index_items,
+    percentiles_ms,
+    query_texts,
+    readiness,
+    run_load,
+    start_server,
+    text_search,
+)
+
+log = logging.getLogger(__name__)
+
+CONCURRENCY = (1, 8, 32)
+SERVERS = {"batching_on": {}, "batching_off": {"batch_max_size": 1, "batch_max_wait_ms": 0}}
+GOAL_OVERHEAD = 0.30  # p50 service latency at most 30% over raw encode + search
+GOAL_BATCH_GAIN = 3.0  # batching on: at least 3x the throughput of off at the top concurrency
+MIN_AGREEMENT = 0.95  # share of queries whose service ids equal the raw ids
+RERANK_K = 16
+WARMUP = 8
+
+
+@dataclass(frozen=True)
+class Row:
+    server: str
+    concurrency: int
+    rerank: bool
+    requests: int
+    non_200: int
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms: float  # server process CPU per request: what batching can cut
+    client_cpu_ms: float  # this load generator's CPU per request, on the same cores
+
+
+def _measure(server: Server, concurrency: int, rerank: bool, texts: list[str], k: int,
+             requests: int, seconds: float) -> tuple[Any, float, float]:
+    server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
+    result = asyncio.run(run_load(
+        server.url, lambda i: text_search(texts[i % len(texts)], k, rerank), concurrency,
+        requests, seconds))
+    return result, cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
+
+
+def _row(server: str, concurrency: int, rerank: bool, result: Any, server_cpu: float,
+         client_cpu: float) -> Row:
+    p50, p99 = percentiles_ms([s.latency_s for s in result.samples])
+    n = max(1, len(result.samples))
+    return Row(server, concurrency, rerank, len(result.samples),
+               sum(s.status != 200 for s in result.samples), round(result.throughput, 1), p50, p99,
+               round(1000 * server_cpu / n, 2), round(1000 * client_cpu / n, 2))
+
+
+def _ids(response: httpx.Response) -> list[int]:
+    response.raise_for_status()
+    return [r["id"] for r in response.json()["results"]]
+
+
+def overhead(servers: dict[str, Server], engine_dir: Path, index_dir: Path, texts: list[str],
+             modes: list[bool], k: int, threads: int | None) -> list[dict[str, Any]]:
+    """Per mode and server: p50 of one-at-a-time service latency vs p50 of the raw path."""
+    from encoders.engine import OnnxEngine
+    from index.search import Searcher
+
+    engine = OnnxEngine(engine_dir, threads=threads)
+    searcher = Searcher(index_dir, engine.engine_id)
+
+    def raw(text: str, rerank: bool) -> list[int]:
+        hits = searcher.search(engine.encode_texts([text]), max(k, RERANK_K) if rerank else k)[0]
+        ids = [h.id for h in hits]
+        if not rerank:
+            return ids
+        head = ids[:RERANK_K]
+        probs = engine.score(searcher.tokens(head), [text] * len(head))
+        return ([head[i] for i in np.argsort(-probs, kind="stable")] + ids[RERANK_K:])[:k]
+
+    out = []
+    clients = {name: httpx.Client(base_url=s.url, timeout=30) for name, s in servers.items()}
+    try:
+        for rerank in modes:
+            for text in texts[:WARMUP]:
+                raw(text, rerank)
+            raw_s: list[float] = []
+            service_s: dict[str, list[float]] = {name: [] for name in servers}
+            agree = {name: 0 for name in servers}
+            for text in texts:  # interleaved: raw, then each server, query by query
+                t0 = time.perf_counter()
+                expected = raw(text, rerank)
+                raw_s.append(time.perf_counter() - t0)
+                for name, client in clients.items():
+                    t0 = time.perf_counter()
+                    response = client.post("/v1/search/text", json=text_search(text, k, rerank).json)
+                    service_s[name].append(time.perf_counter() - t0)
+                    agree[name] += _ids(response) == expected
+            raw_p50 = percentiles_ms(raw_s)[0]
+            for name in servers:
+                p50 = percentiles_ms(service_s[name])[0]
+                out.append({"server": name, "rerank": rerank, "queries": len(texts),
+                            "raw_p50_ms": raw_p50, "service_p50_ms": p50,
+                            "ratio": round(p50 / raw_p50, 2) if raw_p50 else None,
+                            "agreement": round(agree[name] / len(texts), 3)})
+    finally:
+        for client in clients.values():
+            client.close()
+        searcher.close()
+    return out
+
+
+def run(engine_dir: Path, index_dir: Path, requests: int = 200, seconds: float = 10.0,
+        concurrency: tuple[int, ...] = CONCURRENCY, k: int = 10,
+        threads: int | None = None) -> dict[str, Any]:
+    """Measure every row and the overhead pass; returns the report as plain data."""
+    _, items = index_items(index_dir)
+    texts = query_texts(items, max(requests, WARMUP), seed=1)
+    common = {"cache_entries": 0} | ({"threads": threads} if threads else {})
+    skipped: list[str] = []
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(start_server(engine_dir, index_dir, **common, **extra))
+                   for name, extra in SERVERS.items()}
+        ready = readiness(servers["batching_on"].url)
+        modes = [False, True] if ready["rerank"] else [False]
+        if not ready["rerank"]:
+            skipped.append(f"rerank rows: engine {ready['engine_id']} with index "
+                           f"{ready['index_version']} cannot rerank (/readyz rerank=false: no "
+                           "reranker in the engine or no image tokens in the index)")
+        for server in servers.values():  # first runs of an ONNX session are slow
+            for rerank in modes:
+                asyncio.run(run_load(server.url, lambda i, r=rerank: text_search(texts[i], k, r),
+                                     1, WARMUP, seconds))
+        rows = []
+        for c in concurrency:
+            for rerank in modes:
+                for name, server in servers.items():
+                    measured = _measure(server, c, rerank, texts, k, requests, seconds)
+                    rows.append(_row(name, c, rerank, *measured))
+                    log.debug("%s", rows[-1])
+        over = overhead(servers, engine_dir, index_dir, texts[: min(requests, 100)], modes, k,
+                        threads)
+        batches = {name: {"settings": s.settings, **batch_sizes(s.url)}
+                   for name, s in servers.items()}
+    top = max(concurrency)
+    gain = []
+    for rerank in modes:
+        on, off = (next(r for r in rows if r.server == s and r.concurrency == top
+                        and r.rerank == rerank) for s in SERVERS)
+        gain.append({"concurrency": top, "rerank": rerank, "on_req_per_s": on.req_per_s,
+                     "off_req_per_s": off.req_per_s,
+                     "ratio": round(on.req_per_s / off.req_per_s, 2) if off.req_per_s else None})
+    return {"engine": str(engine_dir), "index": str(index_dir), "requests_per_row": requests,
+            "seconds_per_row": seconds, "k": k, "rerank_k": RERANK_K,
+            "rows": [asdict(r) for r in rows], "overhead": over, "batching_gain": gain,
+            "servers": batches, "skipped": skipped,
+            "goals": {"overhead_max": GOAL_OVERHEAD, "batching_gain_min": GOAL_BATCH_GAIN}}
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["| server | clients | rerank | requests | non-200 | req/s | p50 ms | p99 ms "
+             "| server CPU ms/req | client CPU ms/req |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["rows"]:
+        lines.append(f"| {r['server']} | {r['concurrency']} | {'yes' if r['rerank'] else 'no'} | "
+                     f"{r['requests']} | {r['non_200']} | {r['req_per_s']} | {r['p50_ms']} | "
+                     f"{r['p99_ms']} | {r['server_cpu_ms']} | {r['client_cpu_ms']} |")
+    lines += ["", "Overhead at 1 client (p50 service / p50 raw encode + search"
+              " [+ rerank], same queries, interleaved):", "",
+              "| server | rerank | raw p50 ms | service p50 ms | ratio | ids equal raw | goal ≤ "
+              f"{1 + report['goals']['overhead_max']:.2f} |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for o in report["overhead"]:
+        ok = o["ratio"] is not None and o["ratio"] <= 1 + report["goals"]["overhead_max"]
+        lines.append(f"| {o['server']} | {'yes' if o['rerank'] else 'no'} | {o['raw_p50_ms']} | "
+                     f"{o['service_p50_ms']} | {o['ratio']} | {o['agreement']:.1%} | "
+                     f"{_verdict(ok)} |")
+    lines += ["", "Micro-batching on vs off (throughput ratio):", ""]
+    for g in report["batching_gain"]:
+        ok = g["ratio"] is not None and g["ratio"] >= report["goals"]["batching_gain_min"]
+        lines.append(f"- {g['concurrency']} clients, rerank {'yes' if g['rerank'] else 'no'}: "
+                     f"{g['on_req_per_s']} vs {g['off_req_per_s']} req/s = {g['ratio']}× "
+                     f"(goal ≥ {report['goals']['batching_gain_min']}×: {_verdict(ok)})")
+    for name, b in report["servers"].items():
+        lines.append(f"- {name}: {b['batches']} engine batches, mean size {b['mean']}, "
+                     f"largest ≤ {b['largest_at_most']}")
+    lines += [f"- skipped {s}" for s in report["skipped"]]
+    return "\n".join(lines)
+
+
+def main(engine_dir: Path, index_dir: Path, requests: int, seconds: float,
+         concurrency: tuple[int, ...], json_path: Path | None, threads: int | None = None) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    report = run(engine_dir, index_dir, requests, seconds, concurrency, threads=threads)
+    failed = sum(r["non_200"] for r in report["rows"])
+    disagree = [o for o in report["overhead"] if o["agreement"] < MIN_AGREEMENT]
+    if disagree:  # figures from a service that answers differently from the engine mean nothing
+        print(f"service results differ from the raw engine + index: {disagree}")
+        return 2
+    print(render(report))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if failed:
+        print(f"{failed} request(s) did not get a 200")
+    return 1 if failed else 0

@@ -1,0 +1,76 @@
+"""`xmodal bench serve` and `xmodal bench soak`: tiny bounded runs against the quick demo.
+
+Only the reports' structure and invariants are checked, never timings: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.serve import CONCURRENCY
+from bench.soak import HOSTILE_KINDS, passed
+from xmodal import cli
+from xmodal.demo import DemoPaths
+
+
+def test_serve_reports_every_row_and_runs_batching_off_at_batch_size_1(demo: DemoPaths,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "serve.json"
+    argv = ["bench", "serve", "--engine", str(demo.engine), "--index", str(demo.index),
+            "--requests", "6", "--seconds", "10", "--json", str(out)]
+    assert cli.main(argv) == 0  # 1: a request failed; 2: service ids differ from the raw path
+    report = json.loads(out.read_text())
+
+    # the shapes engine has no reranker: rerank rows are skipped, with the reason given
+    assert not any(r["rerank"] for r in report["rows"])
+    assert len(report["skipped"]) == 1 and "rerank" in report["skipped"][0]
+    rows = {(r["server"], r["concurrency"]): r for r in report["rows"]}
+    assert set(rows) == {(s, c) for s in ("batching_on", "batching_off") for c in CONCURRENCY}
+    for row in rows.values():
+        assert row["requests"] == 6 and row["non_200"] == 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["req_per_s"] > 0
+
+    for o in report["overhead"]:
+        assert o["agreement"] == 1.0 and o["raw_p50_ms"] > 0 and o["ratio"] > 0
+    assert {o["server"] for o in report["overhead"]} == {"batching_on", "batching_off"}
+    assert [g["concurrency"] for g in report["batching_gain"]] == [max(CONCURRENCY)]
+
+    off = report["servers"]["batching_off"]
+    assert off["settings"]["XMODAL_BATCH_MAX_SIZE"] == "1"
+    assert off["batches"] > 0 and off["largest_at_most"] == 1 and off["mean"] == 1.0
+    assert off["queries"] == off["batches"]
+    on = report["servers"]["batching_on"]
+    assert "XMODAL_BATCH_MAX_SIZE" not in on["settings"]
+    assert on["settings"]["XMODAL_CACHE_ENTRIES"] == off["settings"]["XMODAL_CACHE_ENTRIES"] == "0"
+    # cache off: every query reached the engine (warm-up + rows + overhead pass)
+    assert on["queries"] == off["queries"]
+
+
+def test_soak_mixes_valid_and_hostile_requests_without_failures(demo: DemoPaths,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    argv = ["bench", "soak", "--engine", str(demo.engine), "--index", str(demo.index),
+            "--clients", "4", "--seconds", "5", "--hostile", "0.3", "--json", str(out)]
+    assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+
+    assert report["requests"] > 0
+    assert sum(report["by_status"].values()) == report["requests"]
+    assert sum(sum(s.values()) for s in report["by_kind"].values()) == report["requests"]
+    assert report["server_errors"] == report["failed_valid"] == report["no_answer"] == 0
+    assert set(report["by_kind"]) == {"text", "image", *HOSTILE_KINDS}  # no reranker: no rerank
+    for kind in HOSTILE_KINDS:
+        assert all(400 <= int(code) < 500 for code in report["by_kind"][kind]), kind
+    for kind in ("text", "image"):
+        assert set(report["by_kind"][kind]) == {"200"}
+    assert 0 < report["valid_p50_ms"] <= report["valid_p99_ms"]
+    assert report["rss_start_kib"] > 0 and report["rss_end_kib"] > 0
+
+
+def test_soak_fails_on_any_5xx_failed_valid_request_or_missing_answer() -> None:
+    clean = {"server_errors": 0, "failed_valid": 0, "no_answer": 0}
+    assert passed(clean)
+    for key in clean:
+        assert not passed(clean | {key: 1})
