@@ -25,7 +25,7 @@ test: $(call STAMP,test) system-packages
 
 # A longer API fuzzing run than the test suite's (examples per operation).
 fuzz: $(call STAMP,test)
-	XMODAL_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest -q tests/service/test_fuzz.py
+	$(BIN)/xmodal bench fuzz --examples 500
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'

@@ -53,6 +53,12 @@ def _soak(args: argparse.Namespace) -> int:
                 seed=args.seed)
 
 
+def _fuzz(args: argparse.Namespace) -> int:
+    from bench.fuzz import main
+
+    return main(args.examples)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="name", required=True)
     p = bench.add_parser("serving", help="query latency per stage and the gain from batching")
@@ -118,3 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.set_defaults(func=_soak)
+
+    p = bench.add_parser("fuzz", help="API fuzzing from the OpenAPI schema, longer than in CI")
+    p.add_argument("--examples", type=int, default=500, help="examples per API operation")
+    p.set_defaults(func=_fuzz)

@@ -78,7 +78,7 @@ async def _query_vector(body: KnnRequest, pipeline: PipelineDep, settings: Setti
     if body.image:
         try:
             data = base64.b64decode(body.image, validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
             raise InvalidQuery(f"image is not valid base64: {exc}") from exc
         return await pipeline.embed_image(decode_upload(data, settings))
     vector = np.asarray(body.embedding_input, dtype=np.float32)

@@ -63,7 +63,7 @@ async def _image_request(request: Request, settings: SettingsDep) -> tuple[Image
         return parsed, base64.b64decode(parsed.image_base64, validate=True)
     except ValidationError as exc:
         raise InvalidQuery(describe(exc.errors())) from exc
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise InvalidQuery(f"image_base64 is not valid base64: {exc}") from exc
 
 

@@ -121,3 +121,10 @@ def test_body_over_the_limit_is_refused_before_reading(demo: DemoPaths) -> None:
     for response in (declared, streamed):
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/search/image", {"image_base64": "ï¦"}), ("/knn-service", {"image": "ï¦"}),
+])
+def test_non_ascii_base64_is_named_4xx(client: TestClient, path: str, body: dict) -> None:
+    _is_named_4xx(client.post(path, json=body))
