@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.config import DualEncoderConfig, TextConfig, VisionConfig
-from encoders.layers import Transformer, padding_bias
+from encoders.layers import TowerEncoders, Transformer, padding_bias
 from encoders.roles import IMAGE, TEXT
 
 
@@ -81,7 +81,7 @@ class TextGraph(nn.Module):
         return F.normalize(embed, dim=-1)
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(TowerEncoders, nn.Module):
     def __init__(self, cfg: DualEncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -95,27 +95,7 @@ class DualEncoder(nn.Module):
             self.text = TextTower(cfg.text, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        embed, _ = self.visual(pixels)
-        return F.normalize(embed, dim=-1) if normalize else embed
-
-    def encode_text(
-        self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool = True
-    ) -> torch.Tensor:
-        embed, _ = self.text(ids, mask)
-        return F.normalize(embed, dim=-1) if normalize else embed
-
     def graph_modules(self) -> dict[str, nn.Module]:
         """One module per exported role (see `encoders.roles`)."""
         return {IMAGE: ImageGraph(self.visual), TEXT: TextGraph(self.text)}
 
-    def forward(
-        self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """The dict the losses take: `itc_loss(**model(pixels, ids, mask))`."""
-        return {
-            "image_embeds": self.encode_image(pixels),
-            "text_embeds": self.encode_text(ids, mask),
-            # clamp as CLIP does: a temperature below 1/100 destabilises training
-            "logit_scale": self.logit_scale.clamp(max=math.log(100.0)).exp(),
-        }

@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from encoders.clip import ImageGraph, TextGraph, TextTower, VisionTower
 from encoders.config import FusionConfig
-from encoders.layers import CrossBlock, padding_bias
+from encoders.layers import CrossBlock, TowerEncoders, padding_bias
 from encoders.roles import IMAGE, RERANKER, TEXT
 
 
@@ -40,7 +39,7 @@ class RerankerGraph(nn.Module):
         return self.model.score(image_tokens, input_ids, attention_mask)  # (b,)
 
 
-class FusionModel(nn.Module):
+class FusionModel(TowerEncoders, nn.Module):
     def __init__(self, cfg: FusionConfig) -> None:
         super().__init__()
         if cfg.text.pretrained:
@@ -61,16 +60,6 @@ class FusionModel(nn.Module):
         """pixels (b, 3, H, W) -> tokens (b, 1 + patches, vision.width): the reranker's input."""
         _, tokens = self.visual(pixels)
         return tokens
-
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        embed, _ = self.visual(pixels)
-        return F.normalize(embed, dim=-1) if normalize else embed
-
-    def encode_text(
-        self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool = True
-    ) -> torch.Tensor:
-        embed, _ = self.text(ids, mask)
-        return F.normalize(embed, dim=-1) if normalize else embed
 
     def itm_logits(
         self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
@@ -96,13 +85,3 @@ class FusionModel(nn.Module):
             RERANKER: RerankerGraph(self),
         }
 
-    def forward(
-        self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """The dict the losses take: `itc_loss(**model(pixels, ids, mask))`."""
-        return {
-            "image_embeds": self.encode_image(pixels),
-            "text_embeds": self.encode_text(ids, mask),
-            # clamp as CLIP does: a temperature below 1/100 destabilises training
-            "logit_scale": self.logit_scale.clamp(max=math.log(100.0)).exp(),
-        }

@@ -119,3 +119,33 @@ class CrossBlock(nn.Module):
         x = x + self.attn(self.ln_1(x), bias)
         x = x + self.cross(self.ln_2(x), context)
         return x + self.mlp(self.ln_3(x))
+
+
+class ContrastiveOutputs:
+    """`forward` shared by every family: the dict the losses take, `itc_loss(**model(...))`.
+
+    The class provides `encode_image`, `encode_text` and a `logit_scale` parameter.
+    """
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor,
+                mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "image_embeds": self.encode_image(pixels),
+            "text_embeds": self.encode_text(ids, mask),
+            # clamp as CLIP does: a temperature below 1/100 destabilises training
+            "logit_scale": self.logit_scale.clamp(max=math.log(100.0)).exp(),
+        }
+
+
+class TowerEncoders(ContrastiveOutputs):
+    """`encode_image` / `encode_text` for families with separate `visual` and `text` towers
+    that return (embedding, tokens)."""
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        embed, _ = self.visual(pixels)
+        return torch.nn.functional.normalize(embed, dim=-1) if normalize else embed
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor,
+                    normalize: bool = True) -> torch.Tensor:
+        embed, _ = self.text(ids, mask)
+        return torch.nn.functional.normalize(embed, dim=-1) if normalize else embed

@@ -25,7 +25,7 @@ from torch import nn
 
 from encoders.config import VLMoConfig
 from encoders.fusion import RerankerGraph
-from encoders.layers import Attention, feed_forward, padding_bias
+from encoders.layers import Attention, ContrastiveOutputs, feed_forward, padding_bias
 from encoders.roles import IMAGE, RERANKER, TEXT
 
 V, L, VL = "v", "l", "vl"  # expert names
@@ -59,7 +59,7 @@ class MoMEBlock(nn.Module):
         return x + self.experts[expert](x)
 
 
-class VLMo(nn.Module):
+class VLMo(ContrastiveOutputs, nn.Module):
     def __init__(self, cfg: VLMoConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -141,16 +141,6 @@ class VLMo(nn.Module):
         """One module per exported role (see `encoders.roles`)."""
         return {IMAGE: ImageGraph(self), TEXT: TextGraph(self), RERANKER: RerankerGraph(self)}
 
-    def forward(
-        self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """The dict the losses take: `itc_loss(**model(pixels, ids, mask))`."""
-        return {
-            "image_embeds": self.encode_image(pixels),
-            "text_embeds": self.encode_text(ids, mask),
-            # clamp as CLIP does: a temperature below 1/100 destabilises training
-            "logit_scale": self.logit_scale.clamp(max=math.log(100.0)).exp(),
-        }
 
 
 class ImageGraph(nn.Module):
