@@ -53,8 +53,7 @@ class Searcher:
         self.index = faiss.read_index(str(self.path / bundle.FAISS_FILE), flags)
         self.on_gpu = bool(faiss.get_num_gpus() > 0 if gpu is None else gpu)
         if self.on_gpu:
-            self.index = faiss.index_cpu_to_all_gpus(self.index)
-            log.info("index %s moved to %d GPU(s)", self.manifest.version, faiss.get_num_gpus())
+            self.on_gpu = self._to_gpu()
         set_search_params(self.index, self.manifest.search_params)
         self.metadata = MetadataStore(self.path / bundle.METADATA_FILE)
         # Bundles from before format 1.1 have no ids file: positions are the ids.
@@ -73,6 +72,17 @@ class Searcher:
         # GPU FAISS takes no id selectors: over-fetch and filter there (settable, so the
         # CPU test suite exercises that path too)
         self.use_selectors = not self.on_gpu
+
+    def _to_gpu(self) -> bool:
+        """Move the index to the GPU(s); False (staying on CPU) for types GPU FAISS lacks."""
+        try:
+            self.index = faiss.index_cpu_to_all_gpus(self.index)
+        except RuntimeError as exc:  # e.g. fast-scan codes, refine steps, HNSW
+            log.warning("index %s (%s) has no GPU implementation, searching on CPU: %s",
+                        self.manifest.version, self.manifest.factory, exc)
+            return False
+        log.info("index %s moved to %d GPU(s)", self.manifest.version, faiss.get_num_gpus())
+        return True
 
     @property
     def version(self) -> str:

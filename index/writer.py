@@ -52,7 +52,8 @@ def write_contents(folder: Path, c: Contents, factory: str | None, recall_target
     n, dim = c.embeds.shape
     fields: dict[str, Any] = {"count": c.live, "dim": dim, "deleted": len(c.deleted)}
     if index is None:
-        chosen = factory or choose_factory(n, dim, memory_budget)
+        # built where it will be served, as a rule: a GPU here means a GPU-searchable type
+        chosen = factory or choose_factory(n, dim, memory_budget, gpu=faiss.get_num_gpus() > 0)
         index = make_index(chosen, c.embeds, seed=seed)
         tuning = _tune(index, c, recall_target, seed)
         fields.update(factory=chosen, search_params=tuning.pop("search_params"), tuning=tuning)

@@ -24,14 +24,29 @@ def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize(("n", "budget", "expected"), [
     (5_000, None, "Flat"),
     (50_000, None, "HNSW32,Flat"),
-    (200_000, None, "IVF2048,Flat"),
-    (1_000_000, None, "IVF4096_HNSW32,Flat"),
-    (1_000_000, 1_000_000_000, "IVF4096_HNSW32,SQ8"),  # 2 GB of floats do not fit, 512 MB do
+    (200_000, None, "IVF2048,PQ128x4fs,RFlat"),
+    (1_000_000, None, "IVF4096_HNSW32,PQ128x4fs,RFlat"),
+    # 2 GB of floats do not fit, 1 GB of fp16 do
+    (1_000_000, 1_500_000_000, "IVF4096_HNSW32,PQ128x4fs,Refine(SQfp16)"),
+    (1_000_000, 1_000_000_000, "IVF4096_HNSW32,PQ128x4fs,Refine(SQ8)"),
     (1_000_000, 100_000_000, "IVF4096_HNSW32,PQ64"),
-    (50_000, 50_000 * 512 * 2, "IVF1024,SQ8"),  # HNSW would not fit either
+    (50_000, 50_000 * 512 * 2, "IVF1024,PQ128x4fs,Refine(SQ8)"),  # HNSW would not fit either
 ])
 def test_choice_follows_size_and_memory(n, budget, expected) -> None:
     assert choose_factory(n, 512, budget) == expected
+
+
+def test_fast_scan_needs_a_dimension_divisible_by_four() -> None:
+    assert choose_factory(200_000, 510) == "IVF2048,Flat"
+
+
+@pytest.mark.parametrize(("n", "budget", "expected"), [
+    (50_000, None, "IVF1024,Flat"),
+    (1_000_000, None, "IVF4096,Flat"),
+    (1_000_000, 1_000_000_000, "IVF4096,SQ8"),
+])
+def test_gpu_choice_uses_only_types_gpu_faiss_has(n, budget, expected) -> None:
+    assert choose_factory(n, 512, budget, gpu=True) == expected
 
 
 def test_impossible_budget_is_refused_clearly() -> None:
@@ -56,7 +71,26 @@ def test_tuning_reaches_the_target_with_the_smallest_setting(factory) -> None:
     reached = [c for c in result.curve if c["recall_at_10"] >= 0.9]
     assert reached[0][name] == result.search_params[name] and len(reached) == 1
     # and the index is left set to it: searching again measures the same recall
-    assert recall_at(index.search(queries, 10)[1], truth) == pytest.approx(result.recall_at_10)
+    assert recall_at(index.search(queries, 10)[1], truth) == pytest.approx(result.recall_at_10, abs=1e-4)
+
+
+def test_refine_tuning_keeps_the_fastest_pair_reaching_the_target() -> None:
+    data, queries = _vectors(8000, 32, 1), _vectors(300, 32, 2)
+    truth = exact_topk(data, queries, 10)
+    index = make_index("IVF64,PQ8x4fs,RFlat", data)
+    result = tune(index, queries, truth, 0.95)
+    assert set(result.search_params) == {"nprobe", "k_factor_rf"}
+    assert result.recall_at_10 >= 0.95
+    # per k_factor, the first nprobe to reach the target; the pair kept is the fastest of those
+    firsts = {}
+    for point in result.curve:
+        if point["recall_at_10"] >= 0.95:
+            firsts.setdefault(point["k_factor_rf"], point)
+    assert len(firsts) >= 2
+    fastest = min(firsts.values(), key=lambda p: p["ms_per_query"])
+    assert result.search_params == {"nprobe": fastest["nprobe"],
+                                    "k_factor_rf": fastest["k_factor_rf"]}
+    assert recall_at(index.search(queries, 10)[1], truth) == pytest.approx(result.recall_at_10, abs=1e-4)
 
 
 def test_build_records_factory_and_measured_recall(tiny_engine, gallery, tmp_path) -> None:

@@ -28,10 +28,12 @@ def dataset_file(gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-@pytest.fixture(scope="module")
-def filtered(tiny_engine, dataset_file: Path, tmp_path_factory) -> Searcher:
+@pytest.fixture(scope="module", params=["auto", "fast-scan + refine"])
+def filtered(request, tiny_engine, dataset_file: Path, tmp_path_factory) -> Searcher:
     root = tmp_path_factory.mktemp("filtered") / "idx"
-    build_index(tiny_engine, dataset_file, root, workers=0)
+    # recall 1: the refine index is tuned until it is exact, so results can equal brute force
+    factory = None if request.param == "auto" else f"IVF2,PQ{tiny_engine.dim // 4}x4fs,RFlat"
+    build_index(tiny_engine, dataset_file, root, workers=0, factory=factory, recall=1.0)
     return Searcher(root, tiny_engine.engine_id)
 
 
