@@ -1,8 +1,11 @@
 """Micro-batching: concurrent requests are grouped into one engine call.
 
-The first request opens a batch; it closes when `max_size` requests have joined or
-`max_wait` has passed, and the engine runs in a worker thread so the event loop keeps
-accepting requests meanwhile. With one request in flight the added latency is `max_wait`.
+Continuous batching: one worker runs the engine in a thread, so the event loop keeps
+accepting requests meanwhile; when the engine is free, every request that queued up while it
+was busy goes into the next batch (up to `max_size`). An idle engine takes a lone request at
+once, so a single client pays no batching delay, and batches grow with the load on their own.
+`max_wait` optionally holds a batch open a little longer for more requests to join (it trades
+latency for larger batches; 0 by default).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class MicroBatcher(Generic[T, R]):
     async def _collect(self) -> list[tuple[T, asyncio.Future[R]]]:
         assert self._queue is not None
         batch = [await self._queue.get()]
+        while len(batch) < self._max_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if self._max_wait <= 0:
+            return batch
         deadline = asyncio.get_running_loop().time() + self._max_wait
         while len(batch) < self._max_size:
             remaining = deadline - asyncio.get_running_loop().time()

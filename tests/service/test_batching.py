@@ -1,4 +1,5 @@
 import asyncio
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -49,3 +50,30 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> No
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_queries_that_arrive_while_the_engine_is_busy_form_the_next_batch() -> None:
+    """With no wait, a lone query runs at once and the ones queued behind it run together."""
+    calls: list[list[int]] = []
+    release = threading.Event()
+
+    def slow(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            release.wait(5)  # the first batch holds the engine while others queue
+        return list(items)
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(slow, max_size=64, max_wait_s=0.0)
+        first = asyncio.create_task(batcher.submit(0))
+        while not calls:  # the lone query was taken without waiting for company
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return results
+
+    assert asyncio.run(scenario()) == list(range(6))
+    assert calls == [[0], [1, 2, 3, 4, 5]]
