@@ -37,7 +37,8 @@ RUN apt-get update \
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
         "$(echo /wheels/xmodal-*.whl)[serve,train,distributed]" \
-    && pip install --no-cache-dir "ray[default]==$(python -c 'import ray; print(ray.__version__)')" \
+    && ray_version="$(python -c 'import ray; print(ray.__version__)')" \
+    && pip install --no-cache-dir "ray[default]==${ray_version}" \
     && groupadd --system --gid 10001 xmodal \
     && useradd --system --uid 10001 --gid 10001 --create-home xmodal
 USER 10001:10001

@@ -69,7 +69,7 @@ def test_bundles_are_mounted(name: str, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_redis_is_configured_as_a_cache() -> None:
     command = [interpolate(word) for word in SERVICES["redis"]["command"]]
-    flags = dict(zip(command[1::2], command[2::2]))
+    flags = dict(zip(command[1::2], command[2::2], strict=True))
     assert flags["--save"] == "" and flags["--appendonly"] == "no"
     assert flags["--maxmemory-policy"].startswith("allkeys-")
     assert flags["--maxmemory"]
