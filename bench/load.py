@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.http import HttpConnection
 from index import bundle
 from index.metadata import Item, read_all
 
@@ -174,36 +175,41 @@ def text_search(text: str, k: int = 10, rerank: bool = False, rerank_k: int = 16
 
 async def run_load(url: str, make_call: Callable[[int], Call], concurrency: int,
                    requests: int | None, seconds: float) -> LoadResult:
-    """`concurrency` clients send `make_call(i)` for i = 0, 1, ... until `requests` were sent
-    or `seconds` have passed; requests in flight at the deadline are finished and counted."""
+    """`concurrency` clients, each on its own keep-alive connection, send `make_call(i)` for
+    i = 0, 1, ... until `requests` were sent or `seconds` have passed; requests in flight at
+    the deadline are finished and counted."""
     if requests is None and seconds <= 0:
         raise ValueError("a load run needs a request count or a time limit")
     result = LoadResult()
     counter = iter(range(requests if requests is not None else 2**62))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
-        start = time.perf_counter()
-        deadline = start + seconds
+    start = time.perf_counter()
+    deadline = start + seconds
 
-        async def client_loop() -> None:
+    async def client_loop() -> None:
+        connection = HttpConnection(url)
+        try:
             for i in counter:  # shared: each index is taken by exactly one client
                 if time.perf_counter() >= deadline:
                     return
-                result.samples.append(await _send(client, make_call(i)))
+                result.samples.append(await send(connection, make_call(i)))
+        finally:
+            await connection.close()
 
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        result.elapsed_s = time.perf_counter() - start
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    result.elapsed_s = time.perf_counter() - start
     return result
 
 
-async def _send(client: httpx.AsyncClient, call: Call) -> Sample:
+async def send(connection: HttpConnection, call: Call) -> Sample:
+    """One call, timed; a reset, timeout or garbled answer is recorded as TRANSPORT_ERROR."""
     t0 = time.perf_counter()
     try:
-        response = await client.request(call.method, call.path, json=call.json,
-                                        content=call.content, files=call.files, data=call.data,
-                                        headers=call.headers)
-        status = response.status_code
-    except httpx.TransportError:
+        status, _ = await asyncio.wait_for(
+            connection.request(call.method, call.path, json=call.json, content=call.content,
+                               files=call.files, data=call.data, headers=call.headers),
+            REQUEST_TIMEOUT_S)
+    except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, IndexError):
+        await connection.close()
         status = TRANSPORT_ERROR
     return Sample(call.kind, call.valid, status, time.perf_counter() - t0)
 

@@ -20,11 +20,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import numpy as np
 
+from bench.http import HttpConnection
 from bench.load import (
     Server,
     batch_sizes,
@@ -81,9 +82,18 @@ def _row(server: str, concurrency: int, rerank: bool, result: Any, server_cpu: f
                round(1000 * server_cpu / n, 2), round(1000 * client_cpu / n, 2))
 
 
-def _ids(response: httpx.Response) -> list[int]:
-    response.raise_for_status()
-    return [r["id"] for r in response.json()["results"]]
+async def _timed(connection: HttpConnection, method: str, path: str,
+                 **body: Any) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    status, content = await connection.request(method, path, **body)
+    elapsed = time.perf_counter() - t0
+    if status != 200:
+        raise RuntimeError(f"{method} {path} answered {status}: {content[:300]!r}")
+    return elapsed, content
+
+
+def _ids(content: bytes) -> list[int]:
+    return [r["id"] for r in json.loads(content)["results"]]
 
 
 def overhead(servers: dict[str, Server], engine_dir: Path, index_dir: Path, texts: list[str],
@@ -104,8 +114,16 @@ def overhead(servers: dict[str, Server], engine_dir: Path, index_dir: Path, text
         probs = engine.score(searcher.tokens(head), [text] * len(head))
         return ([head[i] for i in np.argsort(-probs, kind="stable")] + ids[RERANK_K:])[:k]
 
+    try:
+        return asyncio.run(_overhead(servers, raw, texts, modes, k))
+    finally:
+        searcher.close()
+
+
+async def _overhead(servers: dict[str, Server], raw: Callable[[str, bool], list[int]],
+                    texts: list[str], modes: list[bool], k: int) -> list[dict[str, Any]]:
     out = []
-    clients = {name: httpx.Client(base_url=s.url, timeout=30) for name, s in servers.items()}
+    clients = {name: HttpConnection(s.url) for name, s in servers.items()}
     try:
         for rerank in modes:
             for text in texts[:WARMUP]:
@@ -120,13 +138,11 @@ def overhead(servers: dict[str, Server], engine_dir: Path, index_dir: Path, text
                 expected = raw(text, rerank)
                 raw_s.append(time.perf_counter() - t0)
                 for name, client in clients.items():
-                    t0 = time.perf_counter()
-                    response = client.post("/v1/search/text", json=text_search(text, k, rerank).json)
-                    service_s[name].append(time.perf_counter() - t0)
-                    agree[name] += _ids(response) == expected
-                    t0 = time.perf_counter()
-                    client.get("/healthz").raise_for_status()
-                    floor_s[name].append(time.perf_counter() - t0)
+                    took, content = await _timed(client, "POST", "/v1/search/text",
+                                                 json=text_search(text, k, rerank).json)
+                    service_s[name].append(took)
+                    agree[name] += _ids(content) == expected
+                    floor_s[name].append((await _timed(client, "GET", "/healthz"))[0])
             raw_p50 = percentiles_ms(raw_s)[0]
             for name in servers:
                 p50 = percentiles_ms(service_s[name])[0]
@@ -137,8 +153,7 @@ def overhead(servers: dict[str, Server], engine_dir: Path, index_dir: Path, text
                             "agreement": round(agree[name] / len(texts), 3)})
     finally:
         for client in clients.values():
-            client.close()
-        searcher.close()
+            await client.close()
     return out
 
 
@@ -228,7 +243,6 @@ def render(report: dict[str, Any]) -> str:
 
 def main(engine_dir: Path, index_dir: Path, requests: int, seconds: float,
          concurrency: tuple[int, ...], json_path: Path | None, threads: int | None = None) -> int:
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     report = run(engine_dir, index_dir, requests, seconds, concurrency, threads=threads)
     failed = sum(r["non_200"] for r in report["rows"])
     disagree = [o for o in report["overhead"] if o["agreement"] < MIN_AGREEMENT]

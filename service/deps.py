@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as `Annotated` aliases the routes take."""
+"""FastAPI dependencies, as `Annotated` aliases the routes take.
+
+Dependencies and handlers that never block are `async def`: FastAPI runs a plain `def` in
+its thread pool, a thread hop per request for work that takes microseconds.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +23,15 @@ async def get_pipeline(request: Request) -> AsyncIterator[QueryPipeline]:
         yield pipeline
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def require_admin(
+async def require_admin(
     request: Request, x_api_key: Annotated[str | None, Header()] = None
 ) -> None:
     keys = request.app.state.settings.api_keys

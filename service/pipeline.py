@@ -1,4 +1,4 @@
-"""The query path: cache -> micro-batched encode -> search, each stage timed.
+"""The query path: cache -> micro-batched encode + search -> rerank, each stage timed.
 
 Built once per loaded runtime; the routes call it and stay thin.
 """
@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from encoders.errors import InputError
+from index.errors import IndexBundleError
 from index.metadata import Filter
 from index.search import Hit
 from service.batching import MicroBatcher
@@ -19,6 +23,19 @@ from service.cache import Cache, LRUCache, NoCache, RedisCache
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One query of a batch: what to search with, how many results, and where."""
+
+    query: Any  # text, image or vector, by the batcher it goes to
+    k: int
+    where: Filter | None = None
+    captions: bool = False  # search the caption index (image -> text) instead of images
+
+
+Found = list[Hit] | Exception  # a lookup's hits, or the error that concerns it alone
 
 
 def make_cache(settings: Settings, metrics: Metrics) -> Cache:
@@ -38,8 +55,8 @@ class QueryPipeline:
         self.cache = cache
         wait = settings.batch_max_wait_ms / 1000
         observe = metrics.batch_size.observe
-        self._texts = MicroBatcher(self._encode_texts, settings.batch_max_size, wait, observe)
-        self._images = MicroBatcher(self._encode_images, settings.batch_max_size, wait, observe)
+        self._texts = MicroBatcher(self._find_texts, settings.batch_max_size, wait, observe)
+        self._images = MicroBatcher(self._find_images, settings.batch_max_size, wait, observe)
         self.active = 0  # requests holding this pipeline (see service.serving)
         self.retired = False
 
@@ -51,40 +68,66 @@ class QueryPipeline:
     def index_version(self) -> str:
         return self.runtime.searcher.version
 
-    def _encode_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def _find_texts(self, lookups: Sequence[Lookup]) -> list[Found]:
         with self.metrics.stage("encode"):
-            return list(self.runtime.engine.encode_texts(texts))
+            vectors = self.runtime.engine.encode_texts([lk.query for lk in lookups])
+        for lookup, vector in zip(lookups, vectors, strict=True):
+            self.cache.set(_key("text-embedding", self.engine_id, lookup.query),
+                           vector.astype(np.float32).tobytes())
+        return self._search(vectors, lookups)
 
-    def _encode_images(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+    def _find_images(self, lookups: Sequence[Lookup]) -> list[Found]:
         with self.metrics.stage("encode"):
-            return list(self.runtime.engine.encode_images(images))
+            vectors = self.runtime.engine.encode_images([lk.query for lk in lookups])
+        return self._search(vectors, lookups)
 
-    async def embed_text(self, text: str) -> np.ndarray:
-        key = _key("text-embedding", self.engine_id, text)
-        cached = self.cache.get(key)
-        self.metrics.cache.labels("embedding", "hit" if cached else "miss").inc()
-        if cached is not None:
-            return np.frombuffer(cached, dtype=np.float32)
-        vector = await self._texts.submit(text)
-        self.cache.set(key, vector.astype(np.float32).tobytes())
-        return vector
+    def _search(self, vectors: np.ndarray, lookups: Sequence[Lookup]) -> list[Found]:
+        """Search a batch of query vectors; unfiltered image searches share one FAISS call.
 
-    async def embed_image(self, image: Image.Image) -> np.ndarray:
-        return await self._images.submit(image)
+        A lookup that fails on its own (a filter on an unknown field, no caption index) gets
+        its error back as its result, so it fails only its own request, not the batch.
+        """
+        searcher = self.runtime.searcher
+        found: list[Found] = [[] for _ in lookups]
+        with self.metrics.stage("search"):
+            shared = [i for i, lk in enumerate(lookups) if lk.where is None and not lk.captions]
+            if shared:
+                k = max(lookups[i].k for i in shared)
+                for i, hits in zip(shared, searcher.search(vectors[shared], k), strict=True):
+                    found[i] = hits[: lookups[i].k]
+            for i, lk in enumerate(lookups):
+                try:
+                    if lk.captions:
+                        found[i] = searcher.search_captions(vectors[i : i + 1], lk.k)[0]
+                    elif lk.where is not None:
+                        found[i] = searcher.search(vectors[i : i + 1], lk.k, lk.where)[0]
+                except (InputError, IndexBundleError) as exc:
+                    found[i] = exc
+        return found
 
-    async def search(self, vector: np.ndarray, k: int, where: Filter | None = None) -> list[Hit]:
-        def run() -> list[Hit]:
-            with self.metrics.stage("search"):
-                return self.runtime.searcher.search(vector[None, :], k, where)[0]
+    async def find(self, query: str | Image.Image | np.ndarray, k: int,
+                   where: Filter | None = None, captions: bool = False) -> list[Hit]:
+        """The k best items (or captions) for a text, an image or a query vector.
 
-        return await asyncio.to_thread(run)
-
-    async def search_captions(self, vector: np.ndarray, k: int) -> list[Hit]:
-        def run() -> list[Hit]:
-            with self.metrics.stage("search"):
-                return self.runtime.searcher.search_captions(vector[None, :], k)[0]
-
-        return await asyncio.to_thread(run)
+        Encoding and search run together in the batch's worker thread: one thread hop per
+        query, and concurrent queries share the engine call and the FAISS call.
+        """
+        lookup = Lookup(query, k, where, captions)
+        if isinstance(query, str):
+            cached = self.cache.get(_key("text-embedding", self.engine_id, query))
+            self.metrics.cache.labels("embedding", "hit" if cached else "miss").inc()
+            if cached is None:
+                result = await self._texts.submit(lookup)
+            else:
+                vector = np.frombuffer(cached, dtype=np.float32)
+                result = (await asyncio.to_thread(self._search, vector[None, :], [lookup]))[0]
+        elif isinstance(query, Image.Image):
+            result = await self._images.submit(lookup)
+        else:
+            result = (await asyncio.to_thread(self._search, query[None, :], [lookup]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     @property
     def can_rerank(self) -> bool:

@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from index.metadata import Item
+from service.config import Settings
 from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, NotFound, describe
 from service.images import decode_upload
+from service.pipeline import QueryPipeline
 from service.schemas import MAX_K, MAX_TEXT_CHARS, ItemId
 
 router = APIRouter(tags=["clip-retrieval"])
@@ -67,20 +70,22 @@ def _metadata(request: Request, item: Item) -> dict[str, Any]:
             "image_path": item.path, "caption": item.caption or ""}
 
 
-async def _query_vector(body: KnnRequest, pipeline: PipelineDep, settings: SettingsDep) -> np.ndarray:
+def _query(body: KnnRequest, pipeline: QueryPipeline,
+           settings: Settings) -> str | Image.Image | np.ndarray:
+    """The text, decoded image or normalised vector the request searches with."""
     given = [f for f in ("text", "image", "image_url", "embedding_input") if getattr(body, f)]
     if len(given) != 1:
         raise InvalidQuery(f"give exactly one of text, image, embedding_input (got {given or 'none'})")
     if body.image_url:
         raise InvalidQuery("image_url is not supported: this service does not fetch URLs")
     if body.text:
-        return await pipeline.embed_text(body.text)
+        return body.text
     if body.image:
         try:
             data = base64.b64decode(body.image, validate=True)
         except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
             raise InvalidQuery(f"image is not valid base64: {exc}") from exc
-        return await pipeline.embed_image(decode_upload(data, settings))
+        return decode_upload(data, settings)
     vector = np.asarray(body.embedding_input, dtype=np.float32)
     dim = pipeline.runtime.engine.dim
     if vector.shape != (dim,) or not np.isfinite(vector).all():
@@ -89,7 +94,7 @@ async def _query_vector(body: KnnRequest, pipeline: PipelineDep, settings: Setti
 
 
 @router.get("/indices-list")
-def indices_list(settings: SettingsDep) -> list[str]:
+async def indices_list(settings: SettingsDep) -> list[str]:
     return [settings.index_name]
 
 
@@ -101,8 +106,8 @@ async def knn_service(request: Request, pipeline: PipelineDep,
     _check_index(body.indice_name, settings)
     if body.modality != "image":
         raise InvalidQuery("modality 'text' needs a caption index, which this index lacks")
-    vector = await _query_vector(body, pipeline, settings)
-    hits = await pipeline.search(vector, max(body.num_images, body.num_result_ids or 0))
+    query = _query(body, pipeline, settings)
+    hits = await pipeline.find(query, max(body.num_images, body.num_result_ids or 0))
     results, seen = [], set()
     for hit in hits:
         signature = (round(hit.score, 5), hit.item.path)

@@ -10,13 +10,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is up and answering."""
     return Health(status="ok")
 
 
 @router.get("/readyz")
-def readyz(pipeline: PipelineDep) -> Readiness:
+async def readyz(pipeline: PipelineDep) -> Readiness:
     """Engine and index are loaded and consistent; 503 otherwise."""
     return Readiness(
         status="ready",
@@ -28,6 +28,6 @@ def readyz(pipeline: PipelineDep) -> Readiness:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(m: MetricsDep) -> Response:
+async def metrics(m: MetricsDep) -> Response:
     """Prometheus text format: stage latencies, cache outcomes, errors by code, batch sizes."""
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -31,7 +31,7 @@ class IndexInfo(BaseModel):
 
 
 @router.get("/index")
-def index_info(pipeline: PipelineDep) -> IndexInfo:
+async def index_info(pipeline: PipelineDep) -> IndexInfo:
     manifest = pipeline.runtime.searcher.manifest
     engine = pipeline.runtime.engine.manifest
     return IndexInfo(

@@ -36,8 +36,7 @@ async def search_text(request: TextSearchRequest, pipeline: PipelineDep) -> Resp
     cached = pipeline.cached_response(key)
     if cached is not None:
         return Response(cached, media_type=JSON)
-    vector = await pipeline.embed_text(request.text)
-    hits = await pipeline.search(vector, fetch_count(request), to_filter(request.filter))
+    hits = await pipeline.find(request.text, fetch_count(request), to_filter(request.filter))
     results = await rank(pipeline, hits, request, request.text)
     body = SearchResponse(engine_id=pipeline.engine_id, index_version=pipeline.index_version,
                           results=results).model_dump_json().encode()
@@ -91,16 +90,15 @@ async def search_image(request: Request, pipeline: PipelineDep, settings: Settin
     or the items whose captions match it best (`target: text`)."""
     parsed, data = await _image_request(request, settings)
     image = decode_upload(data, settings)
-    vector = await pipeline.embed_image(image)
     if parsed.target is Target.text:
         if parsed.filter is not None:
             raise InvalidQuery("filter applies to image results, not to caption search")
         try:
-            hits = await pipeline.search_captions(vector, parsed.k)
+            hits = await pipeline.find(image, parsed.k, captions=True)
         except IndexBundleError as exc:
             raise InvalidQuery(f"image -> text search is not available: {exc}") from exc
     else:
-        hits = await pipeline.search(vector, fetch_count(parsed), to_filter(parsed.filter))
+        hits = await pipeline.find(image, fetch_count(parsed), to_filter(parsed.filter))
     results = await rank(pipeline, hits, parsed, text=None)
     return Response(SearchResponse(engine_id=pipeline.engine_id,
                                    index_version=pipeline.index_version,
