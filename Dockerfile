@@ -31,14 +31,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 # The CPU wheel index too: its torch 2.13.0+cpu outranks PyPI's 2.13.0, which pulls the CUDA
 # libraries (gigabytes) with it.
-# Versions are bounded by the project's extras; ray[default] adds the dashboard that Ray job
-# submission talks to, at the ray version the `distributed` extra resolved.
+# Versions are bounded by the project's extras.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
         "$(echo /wheels/xmodal-*.whl)[serve,train,distributed]" \
-    && ray_version="$(python -c 'import ray; print(ray.__version__)')" \
-    && pip install --no-cache-dir "ray[default]==${ray_version}" \
     && groupadd --system --gid 10001 xmodal \
     && useradd --system --uid 10001 --gid 10001 --create-home xmodal
 USER 10001:10001

@@ -43,6 +43,7 @@ class BuildOptions:
     workers: int | None = None  # decode processes (local executor); None: cores - 1
     executor: str = "local"  # "local" or "ray"
     ray_address: str | None = None  # Ray cluster to join; None starts a local instance
+    ray_actors: int = 1  # engine replicas encoding shards in parallel (one per GPU or node)
     factory: str | None = None  # FAISS factory string; None chooses by size and memory
     recall: float = 0.95  # recall@10 target the search parameter is tuned to
     memory_budget: int | None = None  # bytes the index may take in memory
@@ -101,6 +102,8 @@ def encode_records(engine: Engine, root: Path, records: list[Record], work_root:
     The caller must publish before calling `finish_work` (which removes the shards)."""
     if opts.executor not in EXECUTORS:
         raise InputError(f"unknown executor {opts.executor!r}; expected one of {EXECUTORS}")
+    if opts.ray_actors < 1:
+        raise InputError(f"ray_actors must be at least 1, got {opts.ray_actors}")
     plan = Plan(str(root), records, engine.engine_id, engine.manifest.image_preprocess.to_dict(),
                 opts.shard_size, opts.batch_size, opts.token_pool)
     work = work_root / f".build-{plan.key}"
@@ -111,7 +114,8 @@ def encode_records(engine: Engine, root: Path, records: list[Record], work_root:
         if opts.executor == "ray":
             from index.ray_executor import run_ray
 
-            infer_s = run_ray(_engine_path(engine), plan, work, todo, opts.ray_address)
+            infer_s = run_ray(_engine_path(engine), plan, work, todo, opts.ray_address,
+                               opts.ray_actors)
         else:
             infer_s = run_local(engine, plan, work, todo, opts.workers, opts.crash_at, progress)
     finally:

@@ -12,6 +12,7 @@ def _options(args: argparse.Namespace):  # -> index.build.BuildOptions (imported
 
     return BuildOptions(batch_size=args.batch_size, shard_size=args.shard_size,
                         workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                        ray_actors=args.ray_actors,
                         factory=args.factory, recall=args.recall,
                         memory_budget=int(args.memory_gb * 2**30) if args.memory_gb else None,
                         token_pool=args.token_pool)
@@ -67,6 +68,8 @@ def _build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="decode processes (default: cores - 1; 0: inline)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", help="Ray cluster to join (default: a local instance)")
+    p.add_argument("--ray-actors", type=int, default=1,
+                   help="engine replicas encoding shards in parallel on Ray (e.g. one per node)")
     p.add_argument("--factory", help="FAISS factory string (default: chosen by size and memory)")
     p.add_argument("--recall", type=float, default=0.95, help="recall@10 target for tuning")
     p.add_argument("--memory-gb", type=float, help="memory budget for the index")

@@ -24,7 +24,9 @@ def local_ray():
 def test_ray_and_local_executors_build_the_same_index(local_ray, tiny_engine, gallery, tmp_path):
     opts = {"batch_size": 4, "shard_size": 10}
     local = build_index(tiny_engine, gallery, tmp_path / "local", workers=0, **opts)
-    remote = build_index(tiny_engine, gallery, tmp_path / "ray", executor="ray", **opts)
+    # two actors: shards are encoded out of order, in parallel, and still land in order
+    remote = build_index(tiny_engine, gallery, tmp_path / "ray", executor="ray", ray_actors=2,
+                         **opts)
     a, b = bundle.resolve(tmp_path / "local"), bundle.resolve(tmp_path / "ray")
     np.testing.assert_array_equal(np.load(a / bundle.EMBEDDINGS_FILE),
                                   np.load(b / bundle.EMBEDDINGS_FILE))
