@@ -5,8 +5,10 @@ Writes are serialised: one change at a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -60,6 +62,17 @@ def _writable_root(settings: SettingsDep) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def _storage_errors(root: Path, serving: str) -> Iterator[None]:
+    """A failed write (read-only volume, disk full, permissions) is a 409 naming the cause;
+    nothing was published, so the serving version stays as it was."""
+    try:
+        yield
+    except OSError as exc:
+        raise Conflict(f"could not write a new version into {root} ({exc.strerror or exc}); "
+                       f"still serving {serving}") from exc
+
+
 async def _switch(request: Request, pipeline: QueryPipeline, root: Path) -> QueryPipeline:
     runtime = await asyncio.to_thread(pipeline.runtime.with_index, root)
     state = request.app.state
@@ -99,10 +112,11 @@ async def add_images(request: Request, pipeline: PipelineDep,
     """Multipart `files` (and optional `captions`, a JSON list) -> indexed, then served."""
     root = _writable_root(settings)
     async with _writes:
-        folder = await _save_uploads(request, settings, root)
         try:
-            manifest = await asyncio.to_thread(update.add_images, pipeline.runtime.engine,
-                                               root, folder)
+            with _storage_errors(root, pipeline.index_version):
+                folder = await _save_uploads(request, settings, root)
+                manifest = await asyncio.to_thread(update.add_images, pipeline.runtime.engine,
+                                                   root, folder)
         except InputError as exc:
             raise InvalidQuery(str(exc)) from exc
         new = await _switch(request, pipeline, root)
@@ -119,7 +133,8 @@ async def delete_images(body: DeleteRequest, request: Request, pipeline: Pipelin
     root = _writable_root(settings)
     async with _writes:
         try:
-            manifest = await asyncio.to_thread(update.delete_ids, root, body.ids)
+            with _storage_errors(root, pipeline.index_version):
+                manifest = await asyncio.to_thread(update.delete_ids, root, body.ids)
         except InputError as exc:
             raise InvalidQuery(str(exc)) from exc
         new = await _switch(request, pipeline, root)
@@ -134,7 +149,8 @@ async def compact_index(request: Request, pipeline: PipelineDep,
     """Rebuild without deleted ids (retrains and retunes the FAISS index)."""
     root = _writable_root(settings)
     async with _writes:
-        manifest = await asyncio.to_thread(update.compact, root)
+        with _storage_errors(root, pipeline.index_version):
+            manifest = await asyncio.to_thread(update.compact, root)
         new = await _switch(request, pipeline, root)
     return ChangeResponse(previous_version=pipeline.index_version,
                           index_version=new.index_version, count=manifest.count)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from index import update
 from service.config import Settings
 from service.main import create_app
 from training.synthetic import COLOURS
@@ -86,3 +89,27 @@ def test_version_folder_cannot_be_changed(demo: DemoPaths) -> None:
     with TestClient(create_app(settings)) as c:
         response = c.post("/v1/admin/images/delete", json={"ids": [1]}, headers=HEADERS)
     assert response.status_code == 409 and "index root" in response.json()["error"]["message"]
+
+
+def test_a_write_that_fails_on_storage_is_a_409_and_the_version_stays(
+        demo: DemoPaths, tmp_path: Path, monkeypatch) -> None:
+    """A read-only volume (the Kubernetes serving pods mount bundles so) or a full disk."""
+    root = tmp_path / "index"
+    shutil.copytree(demo.index, root)
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(root))
+
+    monkeypatch.setattr(update, "delete_ids", read_only)
+    monkeypatch.setattr(update, "compact", read_only)
+    settings = Settings(engine_dir=demo.engine, index_dir=root, api_keys=[KEY])
+    with TestClient(create_app(settings)) as c:
+        before = c.get("/v1/index").json()["version"]
+        for path, body in (("/v1/admin/images/delete", {"ids": [1]}),
+                           ("/v1/admin/index/compact", None)):
+            r = c.post(path, json=body, headers=HEADERS)
+            assert r.status_code == 409, r.text
+            message = r.json()["error"]["message"]
+            assert "Read-only file system" in message and before in message
+        assert c.get("/v1/index").json()["version"] == before
+        assert c.post("/v1/search/text", json={"text": "a red square"}).status_code == 200
