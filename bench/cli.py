@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bench.serve import main
 
     return main(args.engine, args.index, args.requests, args.seconds, tuple(args.concurrency),
-                args.json, args.threads)
+                args.json, args.threads, args.out)
 
 
 def _soak(args: argparse.Namespace) -> int:
@@ -113,6 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--threads", type=int, help="ONNX Runtime threads, service and raw path")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.add_argument("--out", type=Path, help="also write the report as markdown here")
     p.set_defaults(func=_serve)
 
     p = bench.add_parser("soak", help="mixed valid and hostile load on loopback: errors and memory")

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -209,7 +210,11 @@ def _verdict(ok: bool) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["| server | clients | rerank | requests | non-200 | req/s | p50 ms | p99 ms "
+    lines = [f"# xmodal bench serve (engine {report['engine']}, index {report['index']}, "
+             f"{os.cpu_count()} CPU cores shared by the servers and the load generator, "
+             f"at most {report['requests_per_row']} requests or {report['seconds_per_row']} s "
+             "per row, cache off)", "",
+             "| server | clients | rerank | requests | non-200 | req/s | p50 ms | p99 ms "
              "| server CPU ms/req | client CPU ms/req |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["rows"]:
@@ -242,14 +247,19 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(engine_dir: Path, index_dir: Path, requests: int, seconds: float,
-         concurrency: tuple[int, ...], json_path: Path | None, threads: int | None = None) -> int:
+         concurrency: tuple[int, ...], json_path: Path | None, threads: int | None = None,
+         out: Path | None = None) -> int:
     report = run(engine_dir, index_dir, requests, seconds, concurrency, threads=threads)
     failed = sum(r["non_200"] for r in report["rows"])
     disagree = [o for o in report["overhead"] if o["agreement"] < MIN_AGREEMENT]
     if disagree:  # figures from a service that answers differently from the engine mean nothing
         print(f"service results differ from the raw engine + index: {disagree}")
         return 2
-    print(render(report))
+    text = render(report)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Before FAISS (and its OpenMP runtime) loads: OpenMP threads otherwise spin for a while
+    # after each parallel region (a batched search), taking the cores the event loop and the
+    # engine need; measured, it halved throughput at 8 clients (bench/results/serve.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from service.config import Settings
     from service.main import serve
 
