@@ -92,6 +92,8 @@ class QueryPipeline:
         with self.metrics.stage("search"):
             shared = [i for i, lk in enumerate(lookups) if lk.where is None and not lk.captions]
             if shared:
+                # the largest k serves all: exact and IVF results are prefixes of longer
+                # ones, and a refine step only gets a longer candidate list
                 k = max(lookups[i].k for i in shared)
                 for i, hits in zip(shared, searcher.search(vectors[shared], k), strict=True):
                     found[i] = hits[: lookups[i].k]
