@@ -7,20 +7,22 @@ its thread pool, a thread hop per request for work that takes microseconds.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from service.config import Settings
-from service.errors import Forbidden, Unauthorized
+from service.errors import Forbidden, NotReady, Unauthorized
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline
 
 
-async def get_pipeline(request: Request) -> AsyncIterator[QueryPipeline]:
-    async with request.app.state.serving.lease() as pipeline:
-        yield pipeline
+async def get_pipeline(request: Request) -> QueryPipeline:
+    """The pipeline this request leased (see service.serving.LeaseMiddleware)."""
+    pipeline = request.scope.get("state", {}).get("pipeline")
+    if pipeline is None:
+        raise NotReady("the engine and index are not loaded yet")
+    return pipeline
 
 
 async def get_settings(request: Request) -> Settings:

@@ -16,7 +16,7 @@ from service.metrics import Metrics
 from service.pipeline import QueryPipeline, make_cache
 from service.routes import admin, clip_retrieval, health, images, index_info, rerank, search, web
 from service.runtime import Runtime
-from service.serving import Serving
+from service.serving import LeaseMiddleware, Serving
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.serving.close()
 
+    # metrics are Prometheus (/metrics); FastAPI's OpenTelemetry bridge would otherwise look
+    # for a configured provider on every request
     app = FastAPI(title="xmodal", version="0.1.0", lifespan=lifespan,
-                  description="Cross-modal text/image retrieval.")
+                  description="Cross-modal text/image retrieval.",
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.serving = Serving()
     install_handlers(app)
+    app.add_middleware(LeaseMiddleware, serving=app.state.serving)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # closed unless origins are listed
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -16,9 +16,11 @@ def to_filter(spec: FilterSpec | None) -> Filter | None:
 
 
 def result(hit: Hit, probability: float | None = None) -> SearchResult:
-    return SearchResult(id=hit.id, score=hit.score, match_probability=probability,
-                        path=hit.item.path, caption=hit.item.caption, fields=hit.item.fields,
-                        thumbnail_url=f"/v1/images/{hit.id}")
+    # built from the index's own typed records, so not validated again: validation was an
+    # eighth of the event loop's time per search
+    return SearchResult.model_construct(
+        id=hit.id, score=hit.score, match_probability=probability, path=hit.item.path,
+        caption=hit.item.caption, fields=hit.item.fields, thumbnail_url=f"/v1/images/{hit.id}")
 
 
 def fetch_count(options: SearchOptions) -> int:
