@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -35,6 +35,7 @@ class Lookup:
     captions: bool = False  # search the caption index (image -> text) instead of images
 
 
+R = TypeVar("R")
 Found = list[Hit] | Exception  # a lookup's hits, or the error that concerns it alone
 
 
@@ -55,10 +56,23 @@ class QueryPipeline:
         self.cache = cache
         wait = settings.batch_max_wait_ms / 1000
         observe = metrics.batch_size.observe
-        self._texts = MicroBatcher(self._find_texts, settings.batch_max_size, wait, observe)
-        self._images = MicroBatcher(self._find_images, settings.batch_max_size, wait, observe)
+        self._texts = MicroBatcher(self._find_texts, settings.batch_max_size, wait, observe,
+                                   inline_when=self._alone)
+        self._images = MicroBatcher(self._find_images, settings.batch_max_size, wait, observe,
+                                    inline_when=self._alone)
         self.active = 0  # requests holding this pipeline (see service.serving)
         self.retired = False
+
+    def _alone(self) -> bool:
+        """Only one request holds this pipeline: blocking work may run on the event loop."""
+        return self.active <= 1
+
+    async def _blocking(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run engine or index work: inline when alone, otherwise in a worker thread."""
+        await asyncio.sleep(0)  # requests ready now take their leases first (see MicroBatcher)
+        if self._alone():
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     @property
     def engine_id(self) -> str:
@@ -122,11 +136,11 @@ class QueryPipeline:
                 result = await self._texts.submit(lookup)
             else:
                 vector = np.frombuffer(cached, dtype=np.float32)
-                result = (await asyncio.to_thread(self._search, vector[None, :], [lookup]))[0]
+                result = (await self._blocking(self._search, vector[None, :], [lookup]))[0]
         elif isinstance(query, Image.Image):
             result = await self._images.submit(lookup)
         else:
-            result = (await asyncio.to_thread(self._search, query[None, :], [lookup]))[0]
+            result = (await self._blocking(self._search, query[None, :], [lookup]))[0]
         if isinstance(result, Exception):
             raise result
         return result
@@ -142,7 +156,7 @@ class QueryPipeline:
                 tokens = self.runtime.searcher.tokens(list(ids))
                 return self.runtime.engine.score(tokens, [text] * len(ids))
 
-        return await asyncio.to_thread(run)
+        return await self._blocking(run)
 
     def cached_response(self, request_key: str) -> bytes | None:
         cached = self.cache.get(self.response_key(request_key))

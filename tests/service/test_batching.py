@@ -77,3 +77,23 @@ def test_queries_that_arrive_while_the_engine_is_busy_form_the_next_batch() -> N
 
     assert asyncio.run(scenario()) == list(range(6))
     assert calls == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_a_lone_request_runs_inline_when_allowed_and_otherwise_in_the_worker() -> None:
+    threads: list[str] = []
+    sizes: list[int] = []
+
+    def record(items: Sequence[int]) -> list[int]:
+        threads.append(threading.current_thread().name)
+        return list(items)
+
+    async def scenario(alone: bool) -> None:
+        batcher = MicroBatcher(record, max_size=8, max_wait_s=0.0, on_batch=sizes.append,
+                               inline_when=lambda: alone)
+        assert await batcher.submit(1) == 1
+        await batcher.close()
+
+    asyncio.run(scenario(alone=True))
+    asyncio.run(scenario(alone=False))
+    assert threads[0] == threading.main_thread().name != threads[1]
+    assert sizes == [1, 1]  # both counted as batches of one

@@ -20,7 +20,9 @@ def pipeline(demo) -> QueryPipeline:
     settings = Settings(engine_dir=demo.engine, index_dir=demo.index, cache_entries=0,
                         batch_max_wait_ms=200)  # long enough that the queries share one batch
     metrics = Metrics()
-    return QueryPipeline(Runtime.load(settings), settings, metrics, make_cache(settings, metrics))
+    pipeline = QueryPipeline(Runtime.load(settings), settings, metrics, make_cache(settings, metrics))
+    pipeline.active = 3  # three requests hold it, as their leases would: none runs inline
+    return pipeline
 
 
 def test_batched_queries_get_what_each_would_get_alone(pipeline) -> None:
@@ -35,6 +37,18 @@ def test_batched_queries_get_what_each_would_get_alone(pipeline) -> None:
     together, alone = asyncio.run(scenario())
     assert [len(h) for h in together] == [3, 5, 1]
     assert [[h.id for h in hits] for hits in together] == [[h.id for h in hits] for hits in alone]
+
+
+def test_a_query_alone_runs_on_the_event_loop_and_gets_the_same_hits(pipeline) -> None:
+    async def scenario() -> tuple[list, list]:
+        threaded = await pipeline.find("a red circle", 5)
+        pipeline.active = 1
+        inline = await pipeline.find("a red circle", 5)
+        await pipeline.close()
+        return threaded, inline
+
+    threaded, inline = asyncio.run(scenario())
+    assert [h.id for h in inline] == [h.id for h in threaded] and len(inline) == 5
 
 
 def test_a_bad_filter_fails_only_its_own_query(pipeline) -> None:
