@@ -24,14 +24,6 @@ class Cache(Protocol):
     def set(self, key: str, value: bytes) -> None: ...
 
 
-class NoCache:
-    def get(self, key: str) -> bytes | None:
-        return None
-
-    def set(self, key: str, value: bytes) -> None:
-        return None
-
-
 class LRUCache:
     """Thread-safe bounded in-process cache."""
 

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel
 
 from encoders.errors import InputError
 from index.errors import IndexBundleError
 from index.metadata import Filter
 from index.search import Hit
 from service.batching import MicroBatcher
-from service.cache import Cache, LRUCache, NoCache, RedisCache
+from service.cache import Cache, LRUCache, RedisCache
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -39,10 +40,11 @@ R = TypeVar("R")
 Found = list[Hit] | Exception  # a lookup's hits, or the error that concerns it alone
 
 
-def make_cache(settings: Settings, metrics: Metrics) -> Cache:
+def make_cache(settings: Settings, metrics: Metrics) -> Cache | None:
+    """Redis when configured, else an in-process LRU; None when caching is off."""
     if settings.redis_url:
         return RedisCache(settings.redis_url, settings.cache_ttl_s, metrics.cache_errors.inc)
-    return LRUCache(settings.cache_entries) if settings.cache_entries else NoCache()
+    return LRUCache(settings.cache_entries) if settings.cache_entries else None
 
 
 def _key(*parts: str) -> str:
@@ -50,10 +52,13 @@ def _key(*parts: str) -> str:
 
 
 class QueryPipeline:
-    def __init__(self, runtime: Runtime, settings: Settings, metrics: Metrics, cache: Cache) -> None:
+    def __init__(self, runtime: Runtime, settings: Settings, metrics: Metrics,
+                 cache: Cache | None) -> None:
         self.runtime = runtime
         self.metrics = metrics
-        self.cache = cache
+        self.cache = cache  # None: off, and no keys are computed
+        self._outcomes = {(kind, hit): metrics.cache.labels(kind, "hit" if hit else "miss")
+                          for kind in ("embedding", "response") for hit in (True, False)}
         wait = settings.batch_max_wait_ms / 1000
         observe = metrics.batch_size.observe
         self._texts = MicroBatcher(self._find_texts, settings.batch_max_size, wait, observe,
@@ -85,9 +90,10 @@ class QueryPipeline:
     def _find_texts(self, lookups: Sequence[Lookup]) -> list[Found]:
         with self.metrics.stage("encode"):
             vectors = self.runtime.engine.encode_texts([lk.query for lk in lookups])
-        for lookup, vector in zip(lookups, vectors, strict=True):
-            self.cache.set(_key("text-embedding", self.engine_id, lookup.query),
-                           vector.astype(np.float32).tobytes())
+        if self.cache is not None:
+            for lookup, vector in zip(lookups, vectors, strict=True):
+                self.cache.set(_key("text-embedding", self.engine_id, lookup.query),
+                               vector.astype(np.float32).tobytes())
         return self._search(vectors, lookups)
 
     def _find_images(self, lookups: Sequence[Lookup]) -> list[Found]:
@@ -130,8 +136,7 @@ class QueryPipeline:
         """
         lookup = Lookup(query, k, where, captions)
         if isinstance(query, str):
-            cached = self.cache.get(_key("text-embedding", self.engine_id, query))
-            self.metrics.cache.labels("embedding", "hit" if cached else "miss").inc()
+            cached = self._cached("embedding", _key("text-embedding", self.engine_id, query))
             if cached is None:
                 result = await self._texts.submit(lookup)
             else:
@@ -158,16 +163,26 @@ class QueryPipeline:
 
         return await self._blocking(run)
 
-    def cached_response(self, request_key: str) -> bytes | None:
-        cached = self.cache.get(self.response_key(request_key))
-        self.metrics.cache.labels("response", "hit" if cached else "miss").inc()
+    def _cached(self, kind: str, key: str) -> bytes | None:
+        if self.cache is None:
+            return None
+        cached = self.cache.get(key)
+        self._outcomes[kind, cached is not None].inc()
         return cached
 
-    def store_response(self, request_key: str, body: bytes) -> None:
-        self.cache.set(self.response_key(request_key), body)
+    def response_key(self, request: BaseModel) -> str | None:
+        """The cache key of a whole response (engine, index version, request); None: no cache."""
+        if self.cache is None:
+            return None
+        return _key("response", self.engine_id, self.index_version,
+                    type(request).__name__, request.model_dump_json())
 
-    def response_key(self, request_key: str) -> str:
-        return _key("response", self.engine_id, self.index_version, request_key)
+    def cached_response(self, key: str | None) -> bytes | None:
+        return None if key is None else self._cached("response", key)
+
+    def store_response(self, key: str | None, body: bytes) -> None:
+        if key is not None and self.cache is not None:
+            self.cache.set(key, body)
 
     async def close(self) -> None:
         await self._texts.close()

@@ -32,7 +32,7 @@ JSON = "application/json"
 @router.post("/text", response_model=SearchResponse)
 async def search_text(request: TextSearchRequest, pipeline: PipelineDep) -> Response:
     """Query text -> the k most similar images, best first; optionally reranked."""
-    key = "text:" + request.model_dump_json()
+    key = pipeline.response_key(request)
     cached = pipeline.cached_response(key)
     if cached is not None:
         return Response(cached, media_type=JSON)
