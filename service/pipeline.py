@@ -131,8 +131,9 @@ class QueryPipeline:
                    where: Filter | None = None, captions: bool = False) -> list[Hit]:
         """The k best items (or captions) for a text, an image or a query vector.
 
-        Encoding and search run together in the batch's worker thread: one thread hop per
-        query, and concurrent queries share the engine call and the FAISS call.
+        Encoding and search run together, in one call per batch: concurrent queries share
+        the engine call and the FAISS call, in the batcher's worker thread; a query alone in
+        flight runs them on the event loop (see MicroBatcher).
         """
         lookup = Lookup(query, k, where, captions)
         if isinstance(query, str):
