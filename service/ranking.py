@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pydantic_core import to_json
+
 from index.metadata import Filter
 from index.search import Hit
 from service.errors import InvalidQuery
 from service.pipeline import QueryPipeline
-from service.schemas import FilterSpec, SearchOptions, SearchResult
+from service.schemas import FilterSpec, SearchOptions
+
+Ranked = tuple[Hit, float | None]  # a hit and its match probability, when reranked
 
 
 def to_filter(spec: FilterSpec | None) -> Filter | None:
@@ -15,12 +19,19 @@ def to_filter(spec: FilterSpec | None) -> Filter | None:
     return Filter(equals=dict(spec.equals), ranges={k: tuple(v) for k, v in spec.ranges.items()})
 
 
-def result(hit: Hit, probability: float | None = None) -> SearchResult:
-    # built from the index's own typed records, so not validated again: validation was an
-    # eighth of the event loop's time per search
-    return SearchResult.model_construct(
-        id=hit.id, score=hit.score, match_probability=probability, path=hit.item.path,
-        caption=hit.item.caption, fields=hit.item.fields, thumbnail_url=f"/v1/images/{hit.id}")
+def search_body(pipeline: QueryPipeline, ranked: list[Ranked]) -> bytes:
+    """The `SearchResponse` JSON, written straight from the index's typed records.
+
+    The same bytes `SearchResponse(...).model_dump_json()` gives (a test holds them equal), at a
+    fifth of the cost: building a model per result was a tenth of the event loop's time per
+    search.
+    """
+    return to_json({"engine_id": pipeline.engine_id, "index_version": pipeline.index_version,
+                    "results": [{"id": hit.id, "score": hit.score, "match_probability": probability,
+                                 "path": hit.item.path, "caption": hit.item.caption,
+                                 "fields": hit.item.fields,
+                                 "thumbnail_url": f"/v1/images/{hit.id}"}
+                                for hit, probability in ranked]})
 
 
 def fetch_count(options: SearchOptions) -> int:
@@ -28,11 +39,11 @@ def fetch_count(options: SearchOptions) -> int:
 
 
 async def rank(pipeline: QueryPipeline, hits: list[Hit], options: SearchOptions,
-               text: str | None) -> list[SearchResult]:
+               text: str | None) -> list[Ranked]:
     """Rerank the head when asked (ALBEF's rule: the match probability orders the reranked
     head; the rest keep their order below it), then apply the cut-offs and keep k."""
     if not options.rerank:
-        ranked = [result(h) for h in hits]
+        ranked: list[Ranked] = [(h, None) for h in hits]
     else:
         if text is None:
             raise InvalidQuery("rerank applies to text queries: the reranker scores a text "
@@ -44,9 +55,9 @@ async def rank(pipeline: QueryPipeline, hits: list[Hit], options: SearchOptions,
         head, tail = hits[: options.rerank_k], hits[options.rerank_k :]
         probs = await pipeline.match_probabilities(text, [h.id for h in head]) if head else []
         order = sorted(zip(head, probs), key=lambda pair: -pair[1])
-        ranked = [result(h, float(p)) for h, p in order] + [result(h) for h in tail]
+        ranked = [(h, float(p)) for h, p in order] + [(h, None) for h in tail]
     if options.min_score is not None:
-        ranked = [r for r in ranked if r.score >= options.min_score]
+        ranked = [(h, p) for h, p in ranked if h.score >= options.min_score]
     if options.rerank and options.min_match_probability is not None:
-        ranked = [r for r in ranked if (r.match_probability or 0.0) >= options.min_match_probability]
+        ranked = [(h, p) for h, p in ranked if (p or 0.0) >= options.min_match_probability]
     return ranked[: options.k]

@@ -15,7 +15,7 @@ from index.errors import IndexBundleError
 from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, describe
 from service.images import decode_upload
-from service.ranking import fetch_count, rank, to_filter
+from service.ranking import fetch_count, rank, search_body, to_filter
 from service.schemas import (
     ImageQuery,
     ImageSearchRequest,
@@ -37,9 +37,7 @@ async def search_text(request: TextSearchRequest, pipeline: PipelineDep) -> Resp
     if cached is not None:
         return Response(cached, media_type=JSON)
     hits = await pipeline.find(request.text, fetch_count(request), to_filter(request.filter))
-    results = await rank(pipeline, hits, request, request.text)
-    body = SearchResponse(engine_id=pipeline.engine_id, index_version=pipeline.index_version,
-                          results=results).model_dump_json().encode()
+    body = search_body(pipeline, await rank(pipeline, hits, request, request.text))
     pipeline.store_response(key, body)
     return Response(body, media_type=JSON)
 
@@ -99,7 +97,5 @@ async def search_image(request: Request, pipeline: PipelineDep, settings: Settin
             raise InvalidQuery(f"image -> text search is not available: {exc}") from exc
     else:
         hits = await pipeline.find(image, fetch_count(parsed), to_filter(parsed.filter))
-    results = await rank(pipeline, hits, parsed, text=None)
-    return Response(SearchResponse(engine_id=pipeline.engine_id,
-                                   index_version=pipeline.index_version,
-                                   results=results).model_dump_json(), media_type=JSON)
+    return Response(search_body(pipeline, await rank(pipeline, hits, parsed, text=None)),
+                    media_type=JSON)

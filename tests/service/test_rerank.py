@@ -4,6 +4,7 @@ image -> text search, and clear refusals where the engine or index cannot rerank
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,10 +12,13 @@ from fastapi.testclient import TestClient
 
 from encoders.engine import OnnxEngine
 from encoders.preprocess import load_image
+from index.metadata import Item
 from index.sources import read_captions
-from index.search import Searcher
+from index.search import Hit, Searcher
 from service.config import Settings
 from service.main import create_app
+from service.ranking import search_body
+from service.schemas import SearchResponse
 from tests.service.conftest import RerankSetup
 from xmodal.demo import DemoPaths
 
@@ -38,6 +42,20 @@ def test_rerank_orders_the_head_by_match_probability(client: TestClient) -> None
     assert [r["id"] for r in tail] == [r["id"] for r in plain[8:]]
     assert all(r["match_probability"] is None for r in tail)
     assert [r["id"] for r in head] != [r["id"] for r in plain[:8]]  # the order did change
+
+
+def test_search_bodies_are_the_documented_schema_byte_for_byte(client: TestClient) -> None:
+    """Bodies are written without building the response model; they must be what it writes."""
+    for query in ({"text": "a red circle", "k": 5},
+                  {"text": "a red circle", "k": 5, "rerank": True, "rerank_k": 3}):
+        body = client.post("/v1/search/text", json=query).content
+        assert SearchResponse.model_validate_json(body).model_dump_json().encode() == body
+    odd = Item(7, "dir/ü ñ.png", None, {"tag": "ünï \"q\"", "n": 1.5, "list": [1, None, True]})
+    pipeline = SimpleNamespace(engine_id="e", index_version="v")
+    body = search_body(pipeline, [(Hit(7, 0.25, odd), 0.875), (Hit(7, -0.5, odd), None)])
+    model = SearchResponse.model_validate_json(body)
+    assert model.model_dump_json().encode() == body
+    assert model.results[0].fields == odd.fields and model.results[1].match_probability is None
 
 
 def test_min_match_probability_cuts_reranked_results(client: TestClient) -> None:
