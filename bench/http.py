@@ -1,15 +1,18 @@
-"""A lean HTTP/1.1 keep-alive client for load generation.
+"""Lean HTTP/1.1 keep-alive clients for benchmarks.
 
 A general client (httpx's AsyncClient) spends several milliseconds of CPU per request at 32
 connections, on the same cores as the server under test, so the load generator rather than
-the server set the throughput. This one writes each request (encoded by `httpx.Request`, so
-JSON and multipart bodies are exactly what httpx would send) straight to a socket and reads
-the status, headers and body back, and little else.
+the server set the throughput. These write each request (encoded by `httpx.Request`, so JSON
+and multipart bodies are exactly what httpx would send) straight to a socket and read the
+status, headers and body back, and little else: `HttpConnection` for many clients in one
+event loop, `RoundTrip` for one request at a time, where latency is what is measured and
+even the event loop's share would count against the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,10 +32,7 @@ class HttpConnection:
     async def request(self, method: str, path: str, **body: Any) -> tuple[int, bytes]:
         """Send one request (`json=`, `content=`, `files=`, `data=`, `headers=` as for httpx);
         return (status, body). A connection the server closed while idle is retried once."""
-        request = httpx.Request(method, self._url + path, **body)
-        head = [f"{method} {request.url.raw_path.decode()} HTTP/1.1"]
-        head += [f"{name}: {value}" for name, value in request.headers.items()]
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode() + request.read()
+        raw = encode_request(self._url, method, path, **body)
         reused = self._writer is not None
         try:
             return await self._exchange(raw)
@@ -95,3 +95,49 @@ class HttpConnection:
         while await self._reader.readline() not in (b"\r\n", b""):  # trailers
             pass
         return b"".join(parts)
+
+
+def encode_request(url: str, method: str, path: str, **body: Any) -> bytes:
+    """The bytes of one HTTP/1.1 request to `url` + `path`, as httpx would send them."""
+    request = httpx.Request(method, url.rstrip("/") + path, **body)
+    head = [f"{method} {request.url.raw_path.decode()} HTTP/1.1"]
+    head += [f"{name}: {value}" for name, value in request.headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + request.read()
+
+
+class RoundTrip:
+    """One blocking keep-alive connection: send encoded request bytes, read the answer.
+
+    For latency at one request in flight: no event loop, no per-request encoding (callers
+    encode with `encode_request` before timing). Answers must carry a Content-Length.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        parts = urlsplit(url)
+        self._sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80),
+                                              timeout=timeout_s)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def __call__(self, raw: bytes) -> tuple[int, bytes]:
+        self._sock.sendall(raw)
+        while (end := self._buffer.find(b"\r\n\r\n")) < 0:
+            self._read()
+        head, self._buffer = self._buffer[:end].split(b"\r\n"), self._buffer[end + 4 :]
+        length = next((int(line.split(b":", 1)[1]) for line in head[1:]
+                       if line.lower().startswith(b"content-length:")), None)
+        if length is None:
+            raise ValueError(f"answer without Content-Length: {head[0]!r}")
+        while len(self._buffer) < length:
+            self._read()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return int(head[0].split()[1]), body
+
+    def _read(self) -> None:
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self._buffer += chunk
+
+    def close(self) -> None:
+        self._sock.close()

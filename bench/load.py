@@ -43,7 +43,7 @@ class Server:
     settings: dict[str, str]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -55,7 +55,7 @@ def start_server(engine: Path, index: Path, **settings: Any) -> Iterator[Server]
 
     Extra settings become XMODAL_* variables (`cache_entries=0` -> XMODAL_CACHE_ENTRIES=0).
     """
-    port = _free_port()
+    port = free_port()
     extra = {f"XMODAL_{k.upper()}": str(v) for k, v in settings.items()}
     env = {**os.environ, "XMODAL_ENGINE_DIR": str(Path(engine).resolve()),
            "XMODAL_INDEX_DIR": str(Path(index).resolve()), "XMODAL_HOST": "127.0.0.1",
