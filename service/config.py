@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image upload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
     batch_max_size: int = Field(32, ge=1, le=1024, description="most queries encoded together")
+    rerank_max_pairs: int = Field(
+        256, ge=1, le=65536, description="most (text, image) pairs per reranker call; a batch "
+                                         "of rerank requests with more is split")
     batch_max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="extra wait for queries to join a batch; 0: batch only "
                                         "what queued while the engine was busy")

@@ -1,4 +1,5 @@
-"""Prometheus metrics: one histogram per request stage, cache outcomes, errors, batch sizes.
+"""Prometheus metrics: one histogram per request stage, cache outcomes, errors, batch sizes
+(encode + search, and rerank).
 
 Each app gets its own registry, so several apps (tests, reloads) never collide.
 """
@@ -29,8 +30,12 @@ class Metrics:
                                     registry=self.registry)
         self.errors = Counter("xmodal_errors_total", "Error responses by code", ["code"],
                               registry=self.registry)
+        sizes = (1, 2, 4, 8, 16, 32, 64, 128)
         self.batch_size = Histogram("xmodal_batch_size", "Queries per engine batch",
-                                    registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+                                    registry=self.registry, buckets=sizes)
+        self.rerank_batch_size = Histogram("xmodal_rerank_batch_size",
+                                           "Rerank requests per reranker batch",
+                                           registry=self.registry, buckets=sizes)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:

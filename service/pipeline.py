@@ -1,15 +1,17 @@
-"""The query path: cache -> micro-batched encode + search -> rerank, each stage timed.
+"""The query path: cache -> micro-batched encode + search -> micro-batched rerank, each stage
+timed.
 
-Built once per loaded runtime; the routes call it and stay thin.
+Every engine and index call goes through a `MicroBatcher`: concurrent requests share engine
+calls, and a request alone in flight runs on the event loop. Built once per loaded runtime;
+the routes call it and stay thin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -36,8 +38,16 @@ class Lookup:
     captions: bool = False  # search the caption index (image -> text) instead of images
 
 
-R = TypeVar("R")
+@dataclass(frozen=True)
+class Scoring:
+    """One rerank of a batch: a text against stored images."""
+
+    text: str
+    ids: tuple[int, ...]
+
+
 Found = list[Hit] | Exception  # a lookup's hits, or the error that concerns it alone
+Scored = np.ndarray | Exception  # a scoring's match probabilities, or its own error
 
 
 def make_cache(settings: Settings, metrics: Metrics) -> Cache | None:
@@ -59,25 +69,23 @@ class QueryPipeline:
         self.cache = cache  # None: off, and no keys are computed
         self._outcomes = {(kind, hit): metrics.cache.labels(kind, "hit" if hit else "miss")
                           for kind in ("embedding", "response") for hit in (True, False)}
-        wait = settings.batch_max_wait_ms / 1000
-        observe = metrics.batch_size.observe
-        self._texts = MicroBatcher(self._find_texts, settings.batch_max_size, wait, observe,
-                                   inline_when=self._alone)
-        self._images = MicroBatcher(self._find_images, settings.batch_max_size, wait, observe,
-                                    inline_when=self._alone)
+        self._max_pairs = settings.rerank_max_pairs
+
+        def batcher(fn: Callable[[Sequence[Any]], list[Any]], observe: Callable[[float], None],
+                    ) -> MicroBatcher:
+            return MicroBatcher(fn, settings.batch_max_size, settings.batch_max_wait_ms / 1000,
+                                observe, inline_when=self._alone)
+
+        self._texts = batcher(self._find_texts, metrics.batch_size.observe)
+        self._images = batcher(self._find_images, metrics.batch_size.observe)
+        self._vectors = batcher(self._find_vectors, metrics.batch_size.observe)
+        self._scorings = batcher(self._score, metrics.rerank_batch_size.observe)
         self.active = 0  # requests holding this pipeline (see service.serving)
         self.retired = False
 
     def _alone(self) -> bool:
         """Only one request holds this pipeline: blocking work may run on the event loop."""
         return self.active <= 1
-
-    async def _blocking(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run engine or index work: inline when alone, otherwise in a worker thread."""
-        await asyncio.sleep(0)  # requests ready now take their leases first (see MicroBatcher)
-        if self._alone():
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
 
     @property
     def engine_id(self) -> str:
@@ -100,6 +108,9 @@ class QueryPipeline:
         with self.metrics.stage("encode"):
             vectors = self.runtime.engine.encode_images([lk.query for lk in lookups])
         return self._search(vectors, lookups)
+
+    def _find_vectors(self, lookups: Sequence[Lookup]) -> list[Found]:
+        return self._search(np.stack([lk.query for lk in lookups]), lookups)
 
     def _search(self, vectors: np.ndarray, lookups: Sequence[Lookup]) -> list[Found]:
         """Search a batch of query vectors; unfiltered image searches share one FAISS call.
@@ -135,18 +146,17 @@ class QueryPipeline:
         the engine call and the FAISS call, in the batcher's worker thread; a query alone in
         flight runs them on the event loop (see MicroBatcher).
         """
-        lookup = Lookup(query, k, where, captions)
         if isinstance(query, str):
             cached = self._cached("embedding", _key("text-embedding", self.engine_id, query))
             if cached is None:
-                result = await self._texts.submit(lookup)
+                result = await self._texts.submit(Lookup(query, k, where, captions))
             else:
                 vector = np.frombuffer(cached, dtype=np.float32)
-                result = (await self._blocking(self._search, vector[None, :], [lookup]))[0]
+                result = await self._vectors.submit(Lookup(vector, k, where, captions))
         elif isinstance(query, Image.Image):
-            result = await self._images.submit(lookup)
+            result = await self._images.submit(Lookup(query, k, where, captions))
         else:
-            result = (await self._blocking(self._search, query[None, :], [lookup]))[0]
+            result = await self._vectors.submit(Lookup(query, k, where, captions))
         if isinstance(result, Exception):
             raise result
         return result
@@ -156,13 +166,37 @@ class QueryPipeline:
         return self.runtime.engine.has_reranker and self.runtime.searcher.token_store is not None
 
     async def match_probabilities(self, text: str, ids: Sequence[int]) -> np.ndarray:
-        """The reranker's match probability of `text` with each stored image, in `ids` order."""
-        def run() -> np.ndarray:
-            with self.metrics.stage("rerank"):
-                tokens = self.runtime.searcher.tokens(list(ids))
-                return self.runtime.engine.score(tokens, [text] * len(ids))
+        """The reranker's match probability of `text` with each stored image, in `ids` order.
 
-        return await self._blocking(run)
+        Raises KeyError for ids the index does not hold (or has deleted)."""
+        result = await self._scorings.submit(Scoring(text, tuple(ids)))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _score(self, scorings: Sequence[Scoring]) -> list[Scored]:
+        """Every (text, stored image) pair of a batch through the reranker, `rerank_max_pairs`
+        per engine call; a scoring with an unknown id gets its KeyError back, alone."""
+        searcher, engine = self.runtime.searcher, self.runtime.engine
+        with self.metrics.stage("rerank"):
+            scored: list[Scored] = []
+            for scoring in scorings:
+                try:
+                    scored.append(searcher.tokens(list(scoring.ids)))
+                except KeyError as exc:
+                    scored.append(exc)
+            good = [i for i, s in enumerate(scored) if not isinstance(s, Exception)]
+            if not good:
+                return scored
+            tokens = np.concatenate([scored[i] for i in good])
+            texts = [scorings[i].text for i in good for _ in scorings[i].ids]
+            probs = np.concatenate([engine.score(tokens[at : at + self._max_pairs],
+                                                 texts[at : at + self._max_pairs])
+                                    for at in range(0, len(texts), self._max_pairs)])
+            ends = np.cumsum([len(scorings[i].ids) for i in good])
+            for i, part in zip(good, np.split(probs, ends[:-1]), strict=True):
+                scored[i] = part
+        return scored
 
     def _cached(self, kind: str, key: str) -> bytes | None:
         if self.cache is None:
@@ -186,6 +220,6 @@ class QueryPipeline:
             self.cache.set(key, body)
 
     async def close(self) -> None:
-        await self._texts.close()
-        await self._images.close()
+        for batcher in (self._texts, self._images, self._vectors, self._scorings):
+            await batcher.close()
         self.runtime.close()

@@ -1,10 +1,11 @@
-"""The query pipeline: queries batched together share the engine and FAISS calls, and a
-query that fails on its own fails alone."""
+"""The query pipeline: queries batched together share the engine and FAISS calls, reranks
+share reranker calls, and a query that fails on its own fails alone."""
 
 from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from encoders.errors import InputError
@@ -13,6 +14,7 @@ from service.config import Settings
 from service.metrics import Metrics
 from service.pipeline import QueryPipeline, make_cache
 from service.runtime import Runtime
+from tests.service.conftest import RerankSetup
 
 
 @pytest.fixture()
@@ -66,3 +68,63 @@ def test_a_bad_filter_fails_only_its_own_query(pipeline) -> None:
     samples = {s.name: s.value for s in pipeline.metrics.batch_size.collect()[0].samples
                if s.name.endswith(("_sum", "_count"))}
     assert samples == {"xmodal_batch_size_count": 1.0, "xmodal_batch_size_sum": 2.0}  # one batch
+
+
+@pytest.fixture()
+def reranking(rerank_setup: RerankSetup) -> QueryPipeline:
+    settings = Settings(engine_dir=rerank_setup.engine, index_dir=rerank_setup.index,
+                        cache_entries=0, batch_max_wait_ms=200, rerank_max_pairs=5)
+    metrics = Metrics()
+    pipeline = QueryPipeline(Runtime.load(settings), settings, metrics, None)
+    pipeline.active = 3
+    return pipeline
+
+
+def test_concurrent_reranks_share_reranker_batches_and_score_as_alone(reranking) -> None:
+    """Three rerank requests (11 pairs) form one batch, run as 5 + 5 + 1 pairs per engine call;
+    each gets the probabilities a direct engine call gives it, and an unknown id fails alone."""
+    ids = [int(i) for i in reranking.runtime.searcher.ids[:6]]
+    jobs = [("a red circle", ids[:4]), ("a blue square", ids[2:]), ("a green triangle", ids[1:4])]
+    engine, searcher = reranking.runtime.engine, reranking.runtime.searcher
+    calls: list[int] = []
+    score = engine.score
+    engine.score = lambda tokens, texts: calls.append(len(texts)) or score(tokens, texts)
+
+    async def scenario() -> list:
+        results = await asyncio.gather(
+            *(reranking.match_probabilities(text, chosen) for text, chosen in jobs),
+            reranking.match_probabilities("a red circle", [ids[0], 10**9]),
+            return_exceptions=True)
+        await reranking.close()
+        return results
+
+    *scored, unknown = asyncio.run(scenario())
+    assert isinstance(unknown, KeyError) and str(10**9) in str(unknown)
+    assert calls == [5, 5, 1]
+    for (text, chosen), probs in zip(jobs, scored, strict=True):
+        expected = score(searcher.tokens(chosen), [text] * len(chosen))
+        np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    samples = {s.name: s.value for s in reranking.metrics.rerank_batch_size.collect()[0].samples
+               if s.name.endswith(("_sum", "_count"))}
+    assert samples == {"xmodal_rerank_batch_size_count": 1.0, "xmodal_rerank_batch_size_sum": 4.0}
+
+
+def test_a_cached_embedding_searches_through_the_vector_batcher(demo) -> None:
+    settings = Settings(engine_dir=demo.engine, index_dir=demo.index, cache_entries=100)
+    metrics = Metrics()
+    pipeline = QueryPipeline(Runtime.load(settings), settings, metrics, make_cache(settings, metrics))
+
+    async def scenario() -> tuple[list, list]:
+        first = await pipeline.find("a red circle", 4)  # encodes, caches the embedding
+        second = await pipeline.find("a red circle", 4)  # from the cached embedding
+        await pipeline.close()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert [h.id for h in second] == [h.id for h in first] and len(first) == 4
+    hits = {s.labels["outcome"]: s.value for s in metrics.cache.collect()[0].samples
+            if s.name.endswith("_total") and s.labels["cache"] == "embedding"}
+    assert hits == {"hit": 1.0, "miss": 1.0}
+    counts = {s.name: s.value for s in metrics.batch_size.collect()[0].samples
+              if s.name.endswith("_count")}
+    assert counts == {"xmodal_batch_size_count": 2.0}  # the encode batch, then the vector one
