@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test fuzz quality system-packages clean
+.PHONY: run test fuzz quality bench-serve system-packages clean
 
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
 # trains it (about 6 minutes on 2 cores), later runs load what var/demo holds.
@@ -19,6 +19,16 @@ run: $(call STAMP,run)
 quality: $(call STAMP,run) system-packages
 	$(BIN)/xmodal demo --no-serve
 	$(BIN)/xmodal bench quality --engine var/demo/engine --out bench/results/quality.md
+
+# Regenerate bench/results/serve*.md: the default model, then an engine with a production-size
+# text tower (bench/minilm.py, the pretrained MiniLM) over the same gallery; ~6 min on 2 cores.
+SERVE_BENCH := --requests 1500 --seconds 6
+bench-serve: $(call STAMP,test)
+	$(BIN)/xmodal demo --no-serve
+	$(BIN)/xmodal bench serve $(SERVE_BENCH) --out bench/results/serve.md --json bench/results/serve.json
+	$(BIN)/python -m bench.minilm var/minilm
+	$(BIN)/xmodal bench serve $(SERVE_BENCH) --engine var/minilm/engine --index var/minilm/index \
+	  --out bench/results/serve-minilm.md --json bench/results/serve-minilm.json
 
 test: $(call STAMP,test) system-packages
 	$(BIN)/python -m pytest

@@ -109,13 +109,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def batch_sizes(url: str) -> dict[str, Any]:
-    """The server's `xmodal_batch_size` histogram: batches, queries, largest bucket used."""
+def batch_sizes(url: str, family_name: str = "xmodal_batch_size") -> dict[str, Any]:
+    """A batch-size histogram of the server (`xmodal_batch_size`: queries per engine batch;
+    `xmodal_rerank_batch_size`: reranks per reranker batch): batches, items, largest bucket."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
     buckets: dict[float, float] = {}
     count = total = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name != "xmodal_batch_size":
+        if family.name != family_name:
             continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):

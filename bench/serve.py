@@ -8,7 +8,10 @@ are measured one right after the other, so drift on a shared machine falls on bo
 The overhead pass sends the same queries one at a time, interleaved with the raw path in
 this process (`OnnxEngine.encode_texts` + `Searcher.search`, and the reranker for rerank
 queries) at the same thread count; the service's ids are checked against the raw ids before
-any figure is printed.
+any figure is printed. Round trips that do no work (bench.floors) are timed in the same loop,
+so the report shows how much of the overhead any HTTP server, or any uvicorn app, would pay.
+How large that share is depends on the engine: `make bench-serve` also runs this against an
+engine with a production-size text tower (bench.minilm).
 """
 
 from __future__ import annotations
@@ -198,7 +201,8 @@ def run(engine_dir: Path, index_dir: Path, requests: int = 200, seconds: float =
                     log.debug("%s", rows[-1])
         over = overhead(servers, engine_dir, index_dir, texts[: min(requests, 100)], modes, k,
                         threads)
-        batches = {name: {"settings": s.settings, **batch_sizes(s.url)}
+        batches = {name: {"settings": s.settings, **batch_sizes(s.url),
+                          "rerank": batch_sizes(s.url, "xmodal_rerank_batch_size")}
                    for name, s in servers.items()}
     top = max(concurrency)
     gain = []
@@ -257,7 +261,9 @@ def render(report: dict[str, Any]) -> str:
                      f"(goal ≥ {report['goals']['batching_gain_min']}×: {_verdict(ok)})")
     for name, b in report["servers"].items():
         lines.append(f"- {name}: {b['batches']} engine batches, mean size {b['mean']}, "
-                     f"largest ≤ {b['largest_at_most']}")
+                     f"largest ≤ {b['largest_at_most']}; {b['rerank']['batches']} reranker "
+                     f"batches, mean size {b['rerank']['mean']}, largest ≤ "
+                     f"{b['rerank']['largest_at_most']}")
     lines += [f"- skipped {s}" for s in report["skipped"]]
     return "\n".join(lines)
 
