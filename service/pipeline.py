@@ -146,17 +146,20 @@ class QueryPipeline:
         the engine call and the FAISS call, in the batcher's worker thread; a query alone in
         flight runs them on the event loop (see MicroBatcher).
         """
+        batcher: MicroBatcher = self._vectors
         if isinstance(query, str):
             cached = self._cached("embedding", _key("text-embedding", self.engine_id, query))
             if cached is None:
-                result = await self._texts.submit(Lookup(query, k, where, captions))
+                batcher = self._texts
             else:
-                vector = np.frombuffer(cached, dtype=np.float32)
-                result = await self._vectors.submit(Lookup(vector, k, where, captions))
+                query = np.frombuffer(cached, np.float32)
         elif isinstance(query, Image.Image):
-            result = await self._images.submit(Lookup(query, k, where, captions))
-        else:
-            result = await self._vectors.submit(Lookup(query, k, where, captions))
+            batcher = self._images
+        if batcher is self._vectors and query.shape != (self.runtime.engine.dim,):
+            # checked here, in its own request: in a batch it would fail every query there
+            raise InputError(f"a query vector has {self.runtime.engine.dim} numbers; this one "
+                             f"has shape {query.shape}")
+        result = await batcher.submit(Lookup(query, k, where, captions))
         if isinstance(result, Exception):
             raise result
         return result

@@ -70,6 +70,20 @@ def test_a_bad_filter_fails_only_its_own_query(pipeline) -> None:
     assert samples == {"xmodal_batch_size_count": 1.0, "xmodal_batch_size_sum": 2.0}  # one batch
 
 
+def test_a_query_vector_of_the_wrong_size_fails_alone(pipeline) -> None:
+    vector = pipeline.runtime.engine.encode_texts(["a red circle"])[0]
+
+    async def scenario() -> list:
+        results = await asyncio.gather(pipeline.find(vector, 3), pipeline.find(vector[:-1], 3),
+                                       return_exceptions=True)
+        await pipeline.close()
+        return results
+
+    good, bad = asyncio.run(scenario())
+    assert isinstance(bad, InputError) and f"{vector.size} numbers" in str(bad)
+    assert len(good) == 3 and good[0].score == pytest.approx(max(h.score for h in good))
+
+
 @pytest.fixture()
 def reranking(rerank_setup: RerankSetup) -> QueryPipeline:
     settings = Settings(engine_dir=rerank_setup.engine, index_dir=rerank_setup.index,
