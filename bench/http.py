@@ -24,15 +24,19 @@ class HttpConnection:
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self._url = url.rstrip("/")
+        self.url = url.rstrip("/")
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, **body: Any) -> tuple[int, bytes]:
         """Send one request (`json=`, `content=`, `files=`, `data=`, `headers=` as for httpx);
-        return (status, body). A connection the server closed while idle is retried once."""
-        raw = encode_request(self._url, method, path, **body)
+        return (status, body)."""
+        return await self.send(encode_request(self.url, method, path, **body))
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        """Send one encoded request (see `encode_request`); return (status, body). A connection
+        the server closed while idle is retried once."""
         reused = self._writer is not None
         try:
             return await self._exchange(raw)

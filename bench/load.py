@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.http import HttpConnection
+from bench.http import HttpConnection, encode_request
 from index import bundle
 from index.metadata import Item, read_all
 
@@ -147,6 +147,14 @@ class Call:
     files: dict[str, tuple[str, bytes, str]] | None = None
     data: dict[str, str] | None = None
     headers: dict[str, str] | None = None
+    raw: bytes | None = None  # the request already encoded (`encoded`): sent as it is
+
+    def encoded(self, url: str) -> Call:
+        """This call with its request bytes made now, so that sending it costs the load
+        generator no encoding (about 70 µs of CPU per request, on the server's cores)."""
+        return replace(self, raw=encode_request(
+            url, self.method, self.path, json=self.json, content=self.content, files=self.files,
+            data=self.data, headers=self.headers))
 
 
 @dataclass(frozen=True)
@@ -203,12 +211,12 @@ async def run_load(url: str, make_call: Callable[[int], Call], concurrency: int,
 
 async def send(connection: HttpConnection, call: Call) -> Sample:
     """One call, timed; a reset, timeout or garbled answer is recorded as TRANSPORT_ERROR."""
+    raw = call.raw if call.raw is not None else call.encoded(connection.url).raw
+    assert raw is not None
     t0 = time.perf_counter()
     try:
-        status, _ = await asyncio.wait_for(
-            connection.request(call.method, call.path, json=call.json, content=call.content,
-                               files=call.files, data=call.data, headers=call.headers),
-            REQUEST_TIMEOUT_S)
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):  # no task per request, as wait_for makes
+            status, _ = await connection.send(raw)
     except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, IndexError):
         await connection.close()
         status = TRANSPORT_ERROR

@@ -70,10 +70,10 @@ class Row:
 
 def _measure(server: Server, concurrency: int, rerank: bool, texts: list[str], k: int,
              requests: int, seconds: float) -> tuple[Any, float, float]:
+    calls = [text_search(text, k, rerank).encoded(server.url) for text in texts]
     server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
-    result = asyncio.run(run_load(
-        server.url, lambda i: text_search(texts[i % len(texts)], k, rerank), concurrency,
-        requests, seconds))
+    result = asyncio.run(run_load(server.url, lambda i: calls[i % len(calls)], concurrency,
+                                  requests, seconds))
     return result, cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
 
 
