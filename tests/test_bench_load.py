@@ -6,9 +6,12 @@ Only the reports' structure and invariants are checked, never timings: the machi
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
-from bench.serve import CONCURRENCY
+import pytest
+
+from bench.serve import CONCURRENCY, GAIN_ROUNDS
 from bench.soak import HOSTILE_KINDS, passed
 from xmodal import cli
 from xmodal.demo import DemoPaths
@@ -39,6 +42,9 @@ def test_serve_reports_every_row_and_runs_batching_off_at_batch_size_1(demo: Dem
         assert all(ms > 0 for ms in floors.values())
     assert {o["server"] for o in report["overhead"]} == {"batching_on", "batching_off"}
     assert [g["concurrency"] for g in report["batching_gain"]] == [max(CONCURRENCY)]
+    gain = report["batching_gain"][0]
+    assert len(gain["round_ratios"]) == len(gain["on_req_per_s"]) == GAIN_ROUNDS
+    assert gain["ratio"] == pytest.approx(statistics.median(gain["round_ratios"]), abs=0.01)
 
     off = report["servers"]["batching_off"]
     assert off["settings"]["XMODAL_BATCH_MAX_SIZE"] == "1"
