@@ -29,11 +29,6 @@ class HttpConnection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, **body: Any) -> tuple[int, bytes]:
-        """Send one request (`json=`, `content=`, `files=`, `data=`, `headers=` as for httpx);
-        return (status, body)."""
-        return await self.send(encode_request(self.url, method, path, **body))
-
     async def send(self, raw: bytes) -> tuple[int, bytes]:
         """Send one encoded request (see `encode_request`); return (status, body). A connection
         the server closed while idle is retried once."""

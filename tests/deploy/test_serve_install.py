@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.load import free_port
 from tests.deploy import dockerfile
 from tests.deploy.manifests import DEPLOY, PREFIX
 from xmodal.demo import DemoPaths
 
 STARTUP_S = 120
 PIP_TIMEOUT_S = 600
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pip(python: Path, *args: str, cwd: Path) -> None:
@@ -87,7 +81,7 @@ def test_serve_extra_alone_installs_and_serves(demo: DemoPaths, tmp_path: Path) 
     assert not has_torch, "the serve extra pulled torch in"
     assert Path(service_file).is_relative_to(tmp_path / "venv"), service_file
 
-    port = _free_port()
+    port = free_port()
     env = _image_env(demo, port)
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
