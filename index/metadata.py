@@ -55,6 +55,17 @@ class Filter:
     equals: dict[str, Any] = field(default_factory=dict)
     ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # refused here, before the filter reaches SQLite inside a batch of other queries
+        if len(self.equals) + len(self.ranges) > MAX_FILTER_FIELDS:
+            raise InputError(f"a filter names at most {MAX_FILTER_FIELDS} fields; this one "
+                             f"names {len(self.equals) + len(self.ranges)}")
+        for name, value in self.equals.items():
+            _check(name, value)
+        for name, (low, high) in self.ranges.items():
+            _check(name, low)
+            _check(name, high)
+
     def sql(self) -> tuple[str, list[Any]]:
         clauses, args = [], []
         for name, value in self.equals.items():
@@ -68,6 +79,20 @@ class Filter:
                 clauses.append("json_extract(fields, ?) <= ?")
                 args += [_json_path(name), high]
         return " AND ".join(clauses) or "1", args
+
+
+MAX_FILTER_FIELDS = 32  # far below SQLite's expression depth limit (1000)
+SQLITE_INTS = (-(2**63), 2**63 - 1)
+
+
+def _check(name: str, value: Any) -> None:
+    _json_path(name)
+    if value is not None and not isinstance(value, str | int | float):
+        raise InputError(f"filter field {name!r}: values are strings, numbers or booleans; "
+                         f"got {type(value).__name__}")
+    if isinstance(value, int) and not SQLITE_INTS[0] <= value <= SQLITE_INTS[1]:
+        raise InputError(f"filter field {name!r}: {value} is outside the 64-bit integers "
+                         "the store holds")
 
 
 def _json_path(name: str) -> str:

@@ -7,6 +7,10 @@ once, so a single client pays no batching delay, and batches grow with the load 
 `max_wait` optionally holds a batch open a little longer for more requests to join (it trades
 latency for larger batches; 0 by default).
 
+A batch whose call fails is run again one request at a time, so an input that breaks the
+engine (or the index) fails its own request only; a fault that is not tied to one input fails
+them all again, each with its own error.
+
 `inline_when` (e.g. "this is the only request in flight") lets a lone request run on the event
 loop itself when the engine is idle: two thread hand-offs less, and nobody is kept waiting,
 since no other request is there to be served meanwhile.
@@ -96,14 +100,38 @@ class MicroBatcher(Generic[T, R]):
                 self._on_batch(len(live))
             self._busy = True
             try:
-                results = await asyncio.to_thread(self._fn, [item for item, _ in live])
-            except Exception as exc:  # one failure answers every caller in the batch
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                outcomes = await asyncio.to_thread(self._call, [item for item, _ in live])
             finally:
                 self._busy = False
-            for (_, fut), result in zip(live, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+            for (_, fut), outcome in zip(live, outcomes, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(outcome, _Failed):
+                    fut.set_exception(outcome.error)
+                else:
+                    fut.set_result(outcome)
+
+    def _call(self, items: list[T]) -> Sequence[R | _Failed]:
+        """The batch's results; if the call fails, each item's own result or error."""
+        try:
+            return self._fn(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [_Failed(exc)]
+            log.warning("a batch of %d failed (%r); running its items one by one", len(items), exc)
+        outcomes: list[R | _Failed] = []
+        for item in items:
+            try:
+                outcomes.append(self._fn([item])[0])
+            except Exception as exc:
+                outcomes.append(_Failed(exc))
+        return outcomes
+
+
+class _Failed:
+    """An item's error, carried back to its caller (results themselves may be exceptions)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error

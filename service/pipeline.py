@@ -115,8 +115,8 @@ class QueryPipeline:
     def _search(self, vectors: np.ndarray, lookups: Sequence[Lookup]) -> list[Found]:
         """Search a batch of query vectors; unfiltered image searches share one FAISS call.
 
-        A lookup that fails on its own (a filter on an unknown field, no caption index) gets
-        its error back as its result, so it fails only its own request, not the batch.
+        A lookup refused on its own (no caption index) gets its error back as its result, so
+        it fails only its own request; an unexpected failure is isolated by the batcher.
         """
         searcher = self.runtime.searcher
         found: list[Found] = [[] for _ in lookups]

@@ -24,7 +24,10 @@ Scalar = str | int | float | bool
 
 
 class FilterSpec(BaseModel):
-    """Restrict results by the items' user fields: exact values and inclusive ranges."""
+    """Restrict results by the items' user fields: exact values and inclusive ranges.
+
+    At most 32 fields in all; integers within 64 bits (what the metadata store holds).
+    """
 
     equals: dict[str, Scalar] = Field(default_factory=dict, description='e.g. {"tag": "cat"}')
     ranges: dict[str, tuple[Scalar | None, Scalar | None]] = Field(

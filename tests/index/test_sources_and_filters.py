@@ -63,9 +63,22 @@ def test_filter_with_no_match_returns_nothing(filtered) -> None:
     assert hits == [[], []]
 
 
-def test_bad_filter_field_is_refused(filtered) -> None:
-    with pytest.raises(InputError, match="filter field"):
-        filtered.search(np.asarray(filtered.embeddings[:1]), 3, where=Filter(equals={"a'b": 1}))
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"equals": {"a'b": 1}}, "letters, digits"),
+    ({"equals": {"n": 2**70}}, "64-bit integers"),
+    ({"ranges": {"n": (None, -(2**64))}}, "64-bit integers"),
+    ({"equals": {"n": [1, 2]}}, "strings, numbers or booleans"),
+    ({"equals": {f"f{i}": i for i in range(40)}}, "at most 32 fields"),
+])
+def test_a_filter_sqlite_cannot_run_is_refused_when_made(kwargs, problem) -> None:
+    with pytest.raises(InputError, match=problem):
+        Filter(**kwargs)
+
+
+def test_a_filter_at_the_limits_runs(filtered) -> None:
+    where = Filter(equals={f"f{i}": 2**63 - 1 for i in range(31)},
+                   ranges={"n": (-(2**63), None)})
+    assert filtered.search(np.asarray(filtered.embeddings[:1]), 3, where=where) == [[]]
 
 
 def test_dataset_file_stores_user_fields(filtered) -> None:

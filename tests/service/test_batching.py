@@ -52,6 +52,28 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> No
     asyncio.run(scenario())
 
 
+def test_an_item_that_breaks_the_batch_fails_alone() -> None:
+    calls: list[list[int]] = []
+
+    def fragile(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if 13 in items:
+            raise OverflowError("13 does not fit")
+        return [2 * i for i in items]
+
+    async def scenario() -> list[int | BaseException]:
+        batcher = MicroBatcher(fragile, max_size=8, max_wait_s=0.2)
+        results = await asyncio.gather(*(batcher.submit(i) for i in (1, 13, 2)),
+                                       return_exceptions=True)
+        await batcher.close()
+        return results
+
+    one, unlucky, two = asyncio.run(scenario())
+    assert (one, two) == (2, 4)
+    assert isinstance(unlucky, OverflowError)
+    assert calls == [[1, 13, 2], [1], [13], [2]]
+
+
 def test_queries_that_arrive_while_the_engine_is_busy_form_the_next_batch() -> None:
     """With no wait, a lone query runs at once and the ones queued behind it run together."""
     calls: list[list[int]] = []

@@ -4,6 +4,7 @@ share reranker calls, and a query that fails on its own fails alone."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import numpy as np
 import pytest
@@ -53,21 +54,33 @@ def test_a_query_alone_runs_on_the_event_loop_and_gets_the_same_hits(pipeline) -
     assert [h.id for h in inline] == [h.id for h in threaded] and len(inline) == 5
 
 
-def test_a_bad_filter_fails_only_its_own_query(pipeline) -> None:
+def test_a_query_the_store_fails_on_fails_alone(pipeline, monkeypatch) -> None:
+    """An unexpected store error on one query's filter fails that query, not its batch."""
+    store = pipeline.runtime.searcher.metadata
+    real = store.matching
+
+    def matching(where: Filter):
+        if where.equals.get("tag") == "breaks the store":
+            raise sqlite3.OperationalError("Expression tree is too large")
+        return real(where)
+
+    monkeypatch.setattr(store, "matching", matching)
+
     async def scenario() -> list:
         results = await asyncio.gather(
             pipeline.find("a red circle", 3),
-            pipeline.find("a blue square", 3, Filter(equals={"no such field!": "x"})),
+            pipeline.find("a blue square", 3, Filter(equals={"tag": "breaks the store"})),
+            pipeline.find("a green triangle", 2, Filter(equals={"tag": "no such tag"})),
             return_exceptions=True)
         await pipeline.close()
         return results
 
-    good, bad = asyncio.run(scenario())
-    assert isinstance(bad, InputError) and "filter field" in str(bad)
-    assert len(good) == 3
+    good, bad, empty = asyncio.run(scenario())
+    assert isinstance(bad, sqlite3.OperationalError)
+    assert len(good) == 3 and empty == []
     samples = {s.name: s.value for s in pipeline.metrics.batch_size.collect()[0].samples
                if s.name.endswith(("_sum", "_count"))}
-    assert samples == {"xmodal_batch_size_count": 1.0, "xmodal_batch_size_sum": 2.0}  # one batch
+    assert samples == {"xmodal_batch_size_count": 1.0, "xmodal_batch_size_sum": 3.0}  # one batch
 
 
 def test_a_query_vector_of_the_wrong_size_fails_alone(pipeline) -> None:
