@@ -25,10 +25,13 @@ class Cache(Protocol):
 
 
 class LRUCache:
-    """Thread-safe bounded in-process cache."""
+    """Thread-safe in-process cache, bounded in entries and in bytes (a cached response can
+    be a hundred times the size of a cached embedding)."""
 
-    def __init__(self, entries: int) -> None:
+    def __init__(self, entries: int, max_bytes: int) -> None:
         self._entries = entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._data: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -40,11 +43,14 @@ class LRUCache:
             return value
 
     def set(self, key: str, value: bytes) -> None:
+        if len(value) > self._max_bytes:
+            return
         with self._lock:
+            old = self._data.pop(key, None)
+            self._bytes += len(value) - (len(old) if old is not None else 0)
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._entries:
-                self._data.popitem(last=False)
+            while len(self._data) > self._entries or self._bytes > self._max_bytes:
+                self._bytes -= len(self._data.popitem(last=False)[1])
 
 
 class RedisCache:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="root log level")
     redis_url: str | None = Field(None, description="Redis for the shared cache; unset: in-process")
     cache_entries: int = Field(10_000, ge=0, description="in-process cache size (0: no cache)")
+    cache_max_bytes: int = Field(64 * 2**20, ge=0, description="in-process cache memory bound")
     cache_ttl_s: int = Field(3600, ge=1, description="lifetime of a cached entry in Redis")
     api_keys: list[str] = Field(default_factory=list,
                                 description='admin API keys, JSON list: ["key1", "key2"]')

@@ -54,7 +54,9 @@ def make_cache(settings: Settings, metrics: Metrics) -> Cache | None:
     """Redis when configured, else an in-process LRU; None when caching is off."""
     if settings.redis_url:
         return RedisCache(settings.redis_url, settings.cache_ttl_s, metrics.cache_errors.inc)
-    return LRUCache(settings.cache_entries) if settings.cache_entries else None
+    if not settings.cache_entries:
+        return None
+    return LRUCache(settings.cache_entries, settings.cache_max_bytes)
 
 
 def _key(*parts: str) -> str:

@@ -15,12 +15,26 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def test_lru_evicts_the_least_recently_used() -> None:
-    cache = LRUCache(2)
+    cache = LRUCache(2, max_bytes=1000)
     cache.set("a", b"1")
     cache.set("b", b"2")
     assert cache.get("a") == b"1"  # a is now the most recent
     cache.set("c", b"3")
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"1", None, b"3")
+
+
+def test_lru_holds_at_most_max_bytes() -> None:
+    cache = LRUCache(100, max_bytes=10)
+    cache.set("a", b"1234")
+    cache.set("b", b"5678")
+    cache.set("a", b"12")  # replacing an entry counts its new size only
+    cache.set("c", b"abcd")  # 2 + 4 + 4 = 10: all fit
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"12", b"5678", b"abcd")
+    cache.set("d", b"xyz")  # over by 3: the least recently used (a, then b) go
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), cache.get("d")) == (
+        None, None, b"abcd", b"xyz")
+    cache.set("huge", b"0" * 11)  # larger than the whole cache: not stored, nothing evicted
+    assert (cache.get("huge"), cache.get("c")) == (None, b"abcd")
 
 
 def test_redis_cache_survives_redis_going_away_and_comes_back(redis_server: RedisServer) -> None:
