@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_K = 100
 MAX_TEXT_CHARS = 1000
@@ -29,6 +29,8 @@ class FilterSpec(BaseModel):
     At most 32 fields in all; integers within 64 bits (what the metadata store holds).
     """
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key would silently filter nothing
+
     equals: dict[str, Scalar] = Field(default_factory=dict, description='e.g. {"tag": "cat"}')
     ranges: dict[str, tuple[Scalar | None, Scalar | None]] = Field(
         default_factory=dict, description='e.g. {"date": ["2024-01-01", null]}; null is open')
@@ -43,6 +45,13 @@ class SearchOptions(BaseModel):
     rerank_k: int = Field(16, ge=1, le=MAX_RERANK_K, description="how many to rerank")
     min_match_probability: float | None = Field(
         None, ge=0.0, le=1.0, description="with rerank: drop results the reranker scores lower")
+
+    @model_validator(mode="after")
+    def _cut_off_needs_rerank(self) -> SearchOptions:
+        if self.min_match_probability is not None and not self.rerank:
+            raise ValueError("min_match_probability needs rerank: true (only reranked results "
+                             "have a match probability)")
+        return self
 
 
 class TextSearchRequest(SearchOptions):

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from service.errors import InvalidQuery
 from service.main import create_app
 from xmodal.demo import DemoPaths
 
@@ -29,7 +30,7 @@ def test_a_filter_the_store_cannot_run_is_refused(client: TestClient, where, pro
     response = client.post("/v1/search/text", json={"text": "a red circle", "filter": where})
     assert response.status_code == 422, response.text
     error = response.json()["error"]
-    assert error["code"] == "invalid_query" and problem in error["message"]
+    assert error["code"] == InvalidQuery.code and problem in error["message"]
 
 
 def test_a_filter_at_the_limits_is_served(client: TestClient) -> None:
@@ -37,3 +38,13 @@ def test_a_filter_at_the_limits_is_served(client: TestClient) -> None:
     response = client.post("/v1/search/text", json={"text": "a red circle", "filter": where})
     assert response.status_code == 200, response.text
     assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({"filter": {"eq": {"tag": "x"}}}, "filter.eq: Extra inputs are not permitted"),
+    ({"min_match_probability": 0.5}, "needs rerank: true"),
+])
+def test_options_that_would_be_ignored_are_refused(client: TestClient, body, problem) -> None:
+    response = client.post("/v1/search/text", json={"text": "a red circle", **body})
+    assert response.status_code == 422, response.text
+    assert problem in response.json()["error"]["message"]
