@@ -58,6 +58,6 @@ async def rank(pipeline: QueryPipeline, hits: list[Hit], options: SearchOptions,
         ranked = [(h, float(p)) for h, p in order] + [(h, None) for h in tail]
     if options.min_score is not None:
         ranked = [(h, p) for h, p in ranked if h.score >= options.min_score]
-    if options.rerank and options.min_match_probability is not None:
+    if options.min_match_probability is not None:  # only with rerank (SearchOptions checks)
         ranked = [(h, p) for h, p in ranked if (p or 0.0) >= options.min_match_probability]
     return ranked[: options.k]

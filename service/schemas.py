@@ -44,7 +44,8 @@ class SearchOptions(BaseModel):
     rerank: bool = Field(False, description="rescore the top rerank_k with the fusion reranker")
     rerank_k: int = Field(16, ge=1, le=MAX_RERANK_K, description="how many to rerank")
     min_match_probability: float | None = Field(
-        None, ge=0.0, le=1.0, description="with rerank: drop results the reranker scores lower")
+        None, ge=0.0, le=1.0, description="with rerank: drop results the reranker scores lower, "
+                                          "and those beyond rerank_k, which it did not score")
 
     @model_validator(mode="after")
     def _cut_off_needs_rerank(self) -> SearchOptions:
