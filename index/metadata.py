@@ -81,6 +81,7 @@ class Filter:
         return " AND ".join(clauses) or "1", args
 
 
+GET_CHUNK = 999
 MAX_FILTER_FIELDS = 32  # far below SQLite's expression depth limit (1000)
 SQLITE_INTS = (-(2**63), 2**63 - 1)
 
@@ -119,14 +120,14 @@ class MetadataStore:
         self._lock = threading.Lock()
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
+        rows = []
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT id, path, caption, fields FROM items WHERE id IN ({marks})",
-                [int(i) for i in ids],
-            ).fetchall()
+            # in chunks: SQLite builds older than 3.32 take at most 999 parameters a statement
+            for start in range(0, len(ids), GET_CHUNK):
+                chunk = [int(i) for i in ids[start : start + GET_CHUNK]]
+                rows += self._db.execute(
+                    f"SELECT id, path, caption, fields FROM items WHERE id IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
         return {r[0]: Item(r[0], r[1], r[2], json.loads(r[3])) for r in rows}
 
     def matching(self, where: Filter) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from encoders.errors import InputError
 from index import search
 from index.build import build_index
-from index.metadata import Filter
+from index.metadata import Filter, Item, MetadataStore, write_store
 from index.search import Searcher
 
 
@@ -79,6 +79,16 @@ def test_a_filter_at_the_limits_runs(filtered) -> None:
     where = Filter(equals={f"f{i}": 2**63 - 1 for i in range(31)},
                    ranges={"n": (-(2**63), None)})
     assert filtered.search(np.asarray(filtered.embeddings[:1]), 3, where=where) == [[]]
+
+
+def test_metadata_of_more_ids_than_one_statement_takes(tmp_path) -> None:
+    write_store(tmp_path / "m.sqlite", (Item(i, f"{i}.png", fields={"n": i}) for i in range(2500)))
+    store = MetadataStore(tmp_path / "m.sqlite")
+    try:
+        items = store.get(list(range(2499, -1, -1)) + [99_999])
+    finally:
+        store.close()
+    assert sorted(items) == list(range(2500)) and items[1234].fields == {"n": 1234}
 
 
 def test_dataset_file_stores_user_fields(filtered) -> None:
