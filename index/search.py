@@ -118,15 +118,25 @@ class Searcher:
         """
         if self.token_store is None:
             raise bundle.IndexBundleError(f"index {self.path} has no {TOKENS_FILE}")
+        tokens = np.asarray(self.token_store[self._live_positions(ids)], np.float32)
+        full = self.manifest.tokens.get("full_tokens", tokens.shape[1])
+        return expand_tokens(tokens, full) if expand else tokens
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """Stored image embeddings (len(ids), dim) as float32."""
+        if self.embeddings is None:
+            raise bundle.IndexBundleError(f"index {self.path} has no {bundle.EMBEDDINGS_FILE}")
+        return np.asarray(self.embeddings[self._live_positions(ids)], np.float32)
+
+    def _live_positions(self, ids: list[int]) -> np.ndarray:
+        """Positions of `ids`, in order; KeyError naming those unknown or deleted."""
         wanted = np.asarray(ids, np.int64)
         pos = np.searchsorted(self.ids, wanted)
         known = (pos < len(self.ids)) & (self.ids[np.minimum(pos, len(self.ids) - 1)] == wanted)
         missing = sorted(set(wanted[~known].tolist()) | (set(wanted.tolist()) & set(self.deleted.tolist())))
         if missing:
             raise KeyError(f"ids not in index {self.version}: {missing[:10]}")
-        tokens = np.asarray(self.token_store[pos], np.float32)
-        full = self.manifest.tokens.get("full_tokens", tokens.shape[1])
-        return expand_tokens(tokens, full) if expand else tokens
+        return pos
 
     def image_bytes(self, item_id: int) -> bytes:
         """The indexed image's file bytes, wherever its source keeps them (folder or shard)."""

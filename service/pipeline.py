@@ -26,6 +26,7 @@ from service.cache import Cache, LRUCache, RedisCache
 from service.config import Settings
 from service.metrics import Metrics
 from service.runtime import Runtime
+from service.schemas import MAX_K
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Scoring:
     ids: tuple[int, ...]
 
 
+# Unfiltered searches up to this deep share one FAISS call at their largest k; a deeper one
+# (clip-retrieval's front end asks for 1,000) searches alone rather than deepen all the others.
+SHARED_MAX_K = MAX_K
 Found = list[Hit] | Exception  # a lookup's hits, or the error that concerns it alone
 Scored = np.ndarray | Exception  # a scoring's match probabilities, or its own error
 
@@ -123,7 +127,8 @@ class QueryPipeline:
         searcher = self.runtime.searcher
         found: list[Found] = [[] for _ in lookups]
         with self.metrics.stage("search"):
-            shared = [i for i, lk in enumerate(lookups) if lk.where is None and not lk.captions]
+            shared = [i for i, lk in enumerate(lookups)
+                      if lk.where is None and not lk.captions and lk.k <= SHARED_MAX_K]
             if shared:
                 # the largest k serves all: exact and IVF results are prefixes of longer
                 # ones, and a refine step only gets a longer candidate list
@@ -134,7 +139,7 @@ class QueryPipeline:
                 try:
                     if lk.captions:
                         found[i] = searcher.search_captions(vectors[i : i + 1], lk.k)[0]
-                    elif lk.where is not None:
+                    elif lk.where is not None or lk.k > SHARED_MAX_K:
                         found[i] = searcher.search(vectors[i : i + 1], lk.k, lk.where)[0]
                 except (InputError, IndexBundleError) as exc:
                     found[i] = exc

@@ -1,33 +1,62 @@
 """The clip-retrieval back-end protocol (`/indices-list`, `/knn-service`, `/metadata`), so its
 `ClipClient` and front end work against this service unchanged.
 
-Honoured: `text`, `image` (base64), `embedding_input`, `modality` ("image"), `num_images`,
-`num_result_ids`, `indice_name`, `deduplicate` (drops results with identical scores and
-paths). Accepted and ignored, as this service has no such models: `use_mclip`,
-`use_safety_model`, `use_violence_detector`, `aesthetic_score`, `aesthetic_weight`.
-Refused with a 422: `image_url` (no URL fetching) and `modality: "text"` without a caption index.
+`/knn-service` answers as clip-retrieval's back end does: up to `num_result_ids` results, best
+first, each with `id` and `similarity`; the first `num_images` also carry the metadata
+(`url`, `image_path`, `caption`), and the front end fetches the rest's through `/metadata` as
+it scrolls. Both counts are clamped to `MAX_RESULTS` (the front end asks for 3,000 ids, and
+10,000 to download); clip-retrieval itself clamps neither.
+
+Fields, and how each is honoured (the README lists the same):
+- `text`, `image` (base64), `embedding_input` (normalised here): the query; exactly one.
+- `image_url`: refused with a 422, as this service fetches no URLs.
+- `modality`: "image" searches the images; "text" searches the items' captions (the caption
+  index); anything else is a 422 naming the two.
+- `num_images`, `num_result_ids` (default: `num_images`): as above.
+- `indice_name`: must be this service's index name (or absent), else a 404.
+- `deduplicate`: drops near-duplicate results by their stored image vectors, for either
+  modality (see `near_duplicates`).
+- `use_mclip`, `use_safety_model`, `use_violence_detector`, `aesthetic_score`,
+  `aesthetic_weight`: accepted and ignored, as clip-retrieval's back end ignores them when it
+  has no such model loaded; text is always encoded by this engine's own text tower.
+Errors are this service's JSON errors (4xx), not the Flask back end's 500s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from typing import Any
+import logging
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from index.errors import IndexBundleError
 from index.metadata import Item
+from index.search import Hit, Searcher
 from service.config import Settings
 from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, NotFound, describe
 from service.images import decode_upload
 from service.pipeline import QueryPipeline
-from service.schemas import MAX_K, MAX_TEXT_CHARS, ItemId
+from service.schemas import MAX_TEXT_CHARS, ItemId
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["clip-retrieval"])
+
+# Results per request, with or without metadata. The search fetches every result's metadata,
+# and concurrent searches share one FAISS call whose k is the largest asked (see
+# service.pipeline), so this bounds the work a front-end query puts on the queries batched
+# with it: 32 (the default batch) x 1,000 ids stays within SQLite's default 32,766 variables.
+MAX_RESULTS = 1000
+# Cosine similarity of two results' image vectors at or above which they are near duplicates:
+# clip-retrieval's threshold, for normalised CLIP-style embeddings.
+DEDUP_THRESHOLD = 0.94
 
 
 class KnnRequest(BaseModel):
@@ -37,11 +66,14 @@ class KnnRequest(BaseModel):
     image: str | None = None
     image_url: str | None = None
     embedding_input: list[float] | None = None
-    modality: str = "image"
-    num_images: int = Field(40, ge=1, le=MAX_K)
-    num_result_ids: int | None = Field(None, ge=1, le=MAX_K)
+    modality: Literal["image", "text"] = Field(
+        "image", description="image: search the images; text: search the items' captions")
+    num_images: int = Field(40, ge=1, description=f"results with metadata (at most {MAX_RESULTS})")
+    num_result_ids: int | None = Field(
+        None, ge=1, description=f"results in all (default num_images; at most {MAX_RESULTS})")
     indice_name: str | None = None
-    deduplicate: bool = False
+    deduplicate: bool = Field(False, description="drop near-duplicate images "
+                                                 f"(cosine >= {DEDUP_THRESHOLD})")
 
 
 class MetadataRequest(BaseModel):
@@ -68,6 +100,50 @@ def _check_index(name: str | None, settings: SettingsDep) -> None:
 def _metadata(request: Request, item: Item) -> dict[str, Any]:
     return {"url": str(request.url_for("get_image", image_id=item.id)),
             "image_path": item.path, "caption": item.caption or ""}
+
+
+def result_counts(num_images: int, num_result_ids: int | None) -> tuple[int, int]:
+    """(results in all, results with metadata), clamped to MAX_RESULTS."""
+    total = min(num_images if num_result_ids is None else num_result_ids, MAX_RESULTS)
+    return total, min(num_images, total)
+
+
+def near_duplicates(vectors: np.ndarray, threshold: float = DEDUP_THRESHOLD) -> np.ndarray:
+    """Which of these ranked results to drop as near duplicates, as a boolean mask.
+
+    Results whose vectors have cosine similarity >= threshold are linked, and linked results
+    form groups (a chain a~b~c is one group even when a and c are further apart); each group
+    keeps only its best-ranked result. These are clip-retrieval's semantics; the similarity
+    matrix is dense, which MAX_RESULTS keeps small (4 MB at 1,000 results).
+    """
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.maximum(norms, 1e-12)
+    close = unit @ unit.T >= threshold  # (n, n)
+    drop = np.zeros(len(unit), bool)
+    seen = np.zeros(len(unit), bool)
+    # in rank order, so the first result met of each group is its best; a breadth-first walk
+    # from it marks the rest of the group
+    for first in np.flatnonzero(close.sum(axis=1) > 1):
+        if seen[first]:
+            continue
+        seen[first] = True
+        frontier = close[first] & ~seen
+        while frontier.any():
+            seen |= frontier
+            drop |= frontier
+            frontier = close[frontier].any(axis=0) & ~seen
+    return drop
+
+
+def _deduplicate(searcher: Searcher, hits: list[Hit]) -> list[Hit]:
+    try:
+        vectors = searcher.vectors([h.id for h in hits])
+    except IndexBundleError:
+        log.warning("index %s stores no image vectors: deduplicate has no effect",
+                    searcher.version)
+        return hits
+    drop = near_duplicates(vectors)
+    return [h for h, dropped in zip(hits, drop, strict=True) if not dropped]
 
 
 def _query(body: KnnRequest, pipeline: QueryPipeline,
@@ -104,18 +180,19 @@ async def knn_service(request: Request, pipeline: PipelineDep,
                       settings: SettingsDep) -> list[dict[str, Any]]:
     body: KnnRequest = await _parse(request, KnnRequest)
     _check_index(body.indice_name, settings)
-    if body.modality != "image":
-        raise InvalidQuery("modality 'text' needs a caption index, which this index lacks")
     query = _query(body, pipeline, settings)
-    hits = await pipeline.find(query, max(body.num_images, body.num_result_ids or 0))
-    results, seen = [], set()
-    for hit in hits:
-        signature = (round(hit.score, 5), hit.item.path)
-        if body.deduplicate and signature in seen:
-            continue
-        seen.add(signature)
-        results.append({**_metadata(request, hit.item), "id": hit.id, "similarity": hit.score})
-    return results[: body.num_images]
+    total, described = result_counts(body.num_images, body.num_result_ids)
+    try:
+        hits = await pipeline.find(query, total, captions=body.modality == "text")
+    except IndexBundleError as exc:  # only the caption search raises it: no caption index
+        raise InvalidQuery("modality 'text' searches the items' captions, and this index has "
+                           "none; use modality 'image'") from exc
+    if body.deduplicate and len(hits) > 1:
+        # up to MAX_RESULTS^2 similarities: off the event loop
+        hits = await asyncio.to_thread(_deduplicate, pipeline.runtime.searcher, hits)
+    return [{**_metadata(request, hit.item), "id": hit.id, "similarity": hit.score}
+            if rank < described else {"id": hit.id, "similarity": hit.score}
+            for rank, hit in enumerate(hits)]
 
 
 @router.post("/metadata", openapi_extra={"requestBody": {

@@ -54,6 +54,28 @@ def test_a_query_alone_runs_on_the_event_loop_and_gets_the_same_hits(pipeline) -
     assert [h.id for h in inline] == [h.id for h in threaded] and len(inline) == 5
 
 
+def test_a_deep_search_does_not_deepen_the_searches_batched_with_it(pipeline, monkeypatch) -> None:
+    searcher = pipeline.runtime.searcher
+    real, calls = searcher.search, []
+
+    def search(queries, k, where=None):
+        calls.append((len(queries), k))
+        return real(queries, k, where)
+
+    monkeypatch.setattr(searcher, "search", search)
+
+    async def scenario() -> list:
+        results = await asyncio.gather(pipeline.find("a red circle", 3),
+                                       pipeline.find("a blue square", 5),
+                                       pipeline.find("a green triangle", 1000))
+        await pipeline.close()
+        return results
+
+    shallow, other, deep = asyncio.run(scenario())
+    assert sorted(calls) == [(1, 1000), (2, 5)]
+    assert (len(shallow), len(other), len(deep)) == (3, 5, searcher.manifest.count)
+
+
 def test_a_query_the_store_fails_on_fails_alone(pipeline, monkeypatch) -> None:
     """An unexpected store error on one query's filter fails that query, not its batch."""
     store = pipeline.runtime.searcher.metadata
