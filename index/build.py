@@ -78,13 +78,18 @@ def build_index(engine: Engine, images: str | Path, out_root: str | Path, batch_
 
 def build_records(engine: Engine, root: Path, records: list[Record], out_root: str | Path,
                   opts: BuildOptions, source: str = "", ids: np.ndarray | None = None,
-                  stats: list[BuildStats] | None = None) -> IndexManifest:
-    """Build from an explicit record list; `ids` (default 0..n-1) are the item ids to give."""
+                  stats: list[BuildStats] | None = None,
+                  stored_uris: list[str] | None = None) -> IndexManifest:
+    """Build from an explicit record list; `ids` (default 0..n-1) are the item ids to give.
+
+    `stored_uris`: the uri to store per record where it differs from the one read (uploads,
+    read from wherever they are but stored relative to their index root)."""
     done = encode_records(engine, root, records, Path(out_root), opts, stats)
     ids = np.arange(len(records), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
-    kept = [records[r] for r in done.rows]
+    uris = stored_uris or [r.uri for r in records]
     item_ids = ids[done.rows]
-    items = [Item(int(i), r.uri, r.caption, r.fields) for i, r in zip(item_ids, kept)]
+    items = [Item(int(i), uris[r], records[r].caption, records[r].fields)
+             for i, r in zip(item_ids, done.rows)]
     caption_ids, caption_embeds = encode_captions(engine, items)
     contents = Contents(item_ids, done.embeds, done.tokens, items, caption_ids, caption_embeds,
                         np.zeros(0, np.int64), done.full_tokens)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,10 @@ DELETED_FILE = "deleted.npy"  # item ids deleted but not yet compacted away
 SKIPPED_FILE = "skipped.jsonl"  # unreadable images: {"uri": ..., "error": ...} per line
 CAPTIONS_FAISS = "captions.faiss"
 CAPTION_IDS_FILE = "caption_ids.npy"  # caption index position -> item id
+# images added through the admin API live in the index root, not in the collection: one
+# folder per batch, `uploads/<32 hex digits>/<file>`; their stored uris are that relative path
+UPLOADS = "uploads"
+UPLOAD_URI = re.compile(rf"{UPLOADS}/[0-9a-f]{{32}}/[^/]+")
 FORMAT_VERSION = 1
 
 
@@ -63,7 +68,10 @@ class IndexManifest:
 
 
 def new_version_name() -> str:
-    return time.strftime("v%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000:06d}"
+    """`vYYYYmmddTHHMMSS-ffffff` (UTC, microseconds), from one clock reading: names sort in
+    the order they were made."""
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return time.strftime("v%Y%m%dT%H%M%S", time.gmtime(seconds)) + f"-{micros:06d}"
 
 
 def resolve(path: str | Path) -> Path:
@@ -78,6 +86,21 @@ def resolve(path: str | Path) -> Path:
     if not (version / MANIFEST).is_file():
         raise IndexBundleError(f"{pointer} names {version.name}, which has no {MANIFEST}")
     return version
+
+
+def image_root(version: Path, source: str, uri: str) -> Path:
+    """The folder an item's stored uri is relative to: the index root holding `version` for
+    an upload, the collection (`source`) for everything else."""
+    return version.parent if UPLOAD_URI.fullmatch(uri) else Path(source)
+
+
+def upload_uri(root: Path, path: Path) -> str | None:
+    """The uri to store for an image file in `root`'s uploads folder; None for any other."""
+    try:
+        uri = path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return None
+    return uri if UPLOAD_URI.fullmatch(uri) else None
 
 
 def read_manifest(folder: Path, verify: bool = True) -> IndexManifest:

@@ -139,11 +139,12 @@ class Searcher:
         return pos
 
     def image_bytes(self, item_id: int) -> bytes:
-        """The indexed image's file bytes, wherever its source keeps them (folder or shard)."""
+        """The indexed image's file bytes, wherever they are kept: the collection (folder or
+        shard), or the index root for images added through the admin API."""
         item = self.metadata.get([item_id]).get(item_id)
         if item is None:
             raise KeyError(f"id {item_id} is not in index {self.version}")
-        return read_uri(Path(self.manifest.source), item.path)
+        return read_uri(bundle.image_root(self.path, self.manifest.source, item.path), item.path)
 
     def search_captions(self, image_queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Image -> text: for each image embedding, the k items whose caption matches best."""

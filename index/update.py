@@ -10,14 +10,20 @@
 - re-index: a new bundle for another engine from the stored image list, under a new root,
   while the old root keeps serving.
 Ids are stable through all four: an id always names the same image.
+
+Each change can name the version it must start from (`parent`): when the root's CURRENT
+names another (another writer was there first), it is refused rather than applied to a
+version its caller never saw. `prune` removes old versions, keeping rollback possible.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,12 +35,27 @@ from encoders.errors import InputError
 from index import bundle
 from index.build import (BuildOptions, build_records, encode_captions, encode_records,
                          finish_work, publish_contents)
+from index.errors import IndexError_
 from index.metadata import Item, read_all
 from index.sources import TAR_SEP, Record, read_source
 from index.tokens import TOKENS_FILE
 from index.writer import Contents
 
 log = logging.getLogger(__name__)
+
+
+class StaleVersionError(IndexError_):
+    """A change asked to start from a version that the root's CURRENT no longer names."""
+
+
+def _current(root: Path, parent: str | None) -> tuple[Path, bundle.IndexManifest]:
+    """The version folder CURRENT names and its verified manifest; with `parent`, it must be
+    that version."""
+    folder = bundle.resolve(root)
+    if parent is not None and folder.name != parent:
+        raise StaleVersionError(f"index root {root} names {folder.name} as CURRENT, not "
+                                f"{parent}: it changed since {parent} was loaded")
+    return folder, bundle.read_manifest(folder)
 
 
 def load_contents(folder: Path) -> Contents:
@@ -55,11 +76,16 @@ def load_contents(folder: Path) -> Contents:
 
 
 def add_images(engine: Engine, root: str | Path, images: str | Path,
-               opts: BuildOptions | None = None) -> bundle.IndexManifest:
-    """Encode the images of `images` and publish the current version plus them."""
+               opts: BuildOptions | None = None, *, parent: str | None = None,
+               work_root: Path | None = None) -> bundle.IndexManifest:
+    """Encode the images of `images` and publish the current version plus them.
+
+    Images in the root's uploads folder are stored by their path in the root, others by
+    their path in the collection, or absolute when outside it. `work_root`: where the
+    encode checkpoints go (default: the root), e.g. beside the images, so that removing them
+    after a failure leaves nothing behind."""
     root = Path(root)
-    folder = bundle.resolve(root)
-    base = bundle.read_manifest(folder)
+    folder, base = _current(root, parent)
     # new tokens must have the shape of the stored ones
     opts = replace(opts or BuildOptions(), token_pool=base.tokens.get("pool"))
     if base.engine_id != engine.engine_id:
@@ -70,11 +96,13 @@ def add_images(engine: Engine, root: str | Path, images: str | Path,
         raise InputError(f"no images to add in {images}")
     # uris relative to the bundle's source folder when inside it, absolute otherwise
     records = [replace(r, uri=_relative(src_root, r.uri, Path(base.source))) for r in records]
+    stored = [bundle.upload_uri(root, Path(r.uri)) if Path(r.uri).is_absolute() else None
+              for r in records]
     # absolute uris stay absolute under any root (Path("/a") / "/b" is "/b")
-    done = encode_records(engine, Path(base.source), records, root, opts)
+    done = encode_records(engine, Path(base.source), records, work_root or root, opts)
     old = load_contents(folder)
     new_ids = base.next_id + done.rows
-    items = [Item(int(i), records[r].uri, records[r].caption, records[r].fields)
+    items = [Item(int(i), stored[r] or records[r].uri, records[r].caption, records[r].fields)
              for i, r in zip(new_ids, done.rows)]
     cap_ids, cap_embeds = encode_captions(engine, items)
     index = faiss.read_index(str(folder / bundle.FAISS_FILE))
@@ -92,11 +120,11 @@ def add_images(engine: Engine, root: str | Path, images: str | Path,
     return manifest
 
 
-def delete_ids(root: str | Path, ids: list[int]) -> bundle.IndexManifest:
+def delete_ids(root: str | Path, ids: list[int], *,
+               parent: str | None = None) -> bundle.IndexManifest:
     """Publish the current version without `ids` (unknown ids are an error, naming them)."""
     root = Path(root)
-    folder = bundle.resolve(root)
-    base = bundle.read_manifest(folder)
+    folder, base = _current(root, parent)
     live = {it.id for it in read_all(folder / bundle.METADATA_FILE)}
     unknown = sorted(set(ids) - live)
     if unknown:
@@ -123,11 +151,11 @@ def delete_ids(root: str | Path, ids: list[int]) -> bundle.IndexManifest:
     return manifest
 
 
-def compact(root: str | Path, opts: BuildOptions | None = None) -> bundle.IndexManifest:
+def compact(root: str | Path, opts: BuildOptions | None = None, *,
+            parent: str | None = None) -> bundle.IndexManifest:
     """Rebuild the current version without its deleted ids; retrains and retunes the index."""
     root = Path(root)
-    folder = bundle.resolve(root)
-    base = bundle.read_manifest(folder)
+    folder, base = _current(root, parent)
     old = load_contents(folder)
     keep = ~np.isin(old.ids, old.deleted)
     cap_keep = ~np.isin(old.caption_ids, old.deleted)
@@ -152,8 +180,74 @@ def reindex(engine: Engine, old_root: str | Path, out_root: str | Path,
     records = [Record(it.path, it.caption, it.fields) for it in items]
     records = _with_offsets(Path(base.source), records)
     ids = np.asarray([it.id for it in items], np.int64)
-    return build_records(engine, Path(base.source), records, out_root, opts or BuildOptions(),
-                         source=base.source, ids=ids)
+    # uploads move with the index: linked into the new root, read there, stored as they were
+    uploads = [r.uri for r in records if bundle.UPLOAD_URI.fullmatch(r.uri)]
+    for uri in uploads:
+        if (folder.parent / uri).is_file() and not (out_root / uri).exists():
+            (out_root / uri).parent.mkdir(parents=True, exist_ok=True)
+            _link(folder.parent / uri, out_root / uri)
+    read = [replace(r, uri=str((out_root / r.uri).resolve())) if r.uri in uploads else r
+            for r in records]
+    return build_records(engine, Path(base.source), read, out_root, opts or BuildOptions(),
+                         source=base.source, ids=ids, stored_uris=[r.uri for r in records])
+
+
+def prune(root: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]:
+    """Remove all but the `keep` newest versions of `root`, and the upload batches that no
+    version left refers to; returns the versions removed.
+
+    CURRENT, the version it was derived from (so a rollback stays possible) and `protect`
+    are always kept. Folders that are not versions (work and staging folders, nested roots)
+    are left alone. A version is renamed out of the way before it is removed, so no reader
+    ever finds half of one.
+    """
+    if keep < 2:
+        raise InputError(f"keep at least 2 versions (the current one and its parent), not {keep}")
+    root = Path(root)
+    current = bundle.resolve(root)
+    if current.parent.resolve() != root.resolve():
+        raise InputError(f"{root} is a version folder, not an index root; prune a root")
+    for trash in root.glob(".prune-*"):  # left by an earlier prune that was interrupted
+        shutil.rmtree(trash, ignore_errors=True)
+    # newest first: by creation time (to the second, kept through copies), then by name
+    versions = sorted((p for p in root.iterdir() if _is_version(p)), reverse=True,
+                      key=lambda p: (bundle.read_manifest(p, verify=False).created, p.name))
+    kept = {p.name for p in versions[:keep]} | {current.name, *protect,
+                                                 bundle.read_manifest(current, verify=False).parent}
+    removed = []
+    for version in versions:
+        if version.name not in kept:
+            trash = root / f".prune-{version.name}"
+            os.replace(version, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            removed.append(version.name)
+    if removed:
+        log.info("pruned %d old version(s) of %s: %s", len(removed), root, ", ".join(removed))
+        _prune_uploads(root, [root / name for name in kept if _is_version(root / name)])
+    return removed
+
+
+def _is_version(path: Path) -> bool:
+    return not path.name.startswith(".") and (path / bundle.MANIFEST).is_file()
+
+
+def _prune_uploads(root: Path, versions: list[Path]) -> None:
+    """Remove the upload batches none of `versions` refers to (deleted, or never indexed)."""
+    folder = root / bundle.UPLOADS
+    if not folder.is_dir():
+        return
+    used = set()
+    for version in versions:
+        db = sqlite3.connect(f"file:{version / bundle.METADATA_FILE}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT path FROM items WHERE path LIKE ?",
+                              (f"{bundle.UPLOADS}/%",)).fetchall()
+        finally:
+            db.close()
+        used |= {path.split("/")[1] for (path,) in rows if bundle.UPLOAD_URI.fullmatch(path)}
+    for batch in folder.iterdir():
+        if batch.name not in used and re.fullmatch("[0-9a-f]{32}", batch.name):
+            shutil.rmtree(batch, ignore_errors=True)
 
 
 def _with_offsets(root: Path, records: list[Record]) -> list[Record]:

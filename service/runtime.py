@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 class Runtime:
     engine: OnnxEngine
     searcher: Searcher
+    # what the searcher was loaded from: an index root (changes publish into it) or a version
+    # folder (pinned: no changes); None: not known, no changes
+    index_dir: Path | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> Runtime:
@@ -25,13 +28,14 @@ class Runtime:
         searcher = Searcher(settings.index_dir, engine.engine_id)
         log.info("serving index %s (%d images) with engine %s",
                  searcher.version, searcher.manifest.count, engine.engine_id)
-        return cls(engine, searcher)
+        return cls(engine, searcher, settings.index_dir)
 
-    def with_index(self, index_dir: Path) -> Runtime:
-        """The same engine over another index (checked against it as at start-up)."""
-        searcher = Searcher(index_dir, self.engine.engine_id)
+    def with_index(self, index_dir: Path, version: str | None = None) -> Runtime:
+        """The same engine over another index (checked against it as at start-up); `version`:
+        that version of the root `index_dir` rather than the one its CURRENT names."""
+        searcher = Searcher(index_dir / version if version else index_dir, self.engine.engine_id)
         log.info("loaded index %s (%d images)", searcher.version, searcher.manifest.count)
-        return Runtime(self.engine, searcher)
+        return Runtime(self.engine, searcher, index_dir)
 
     def close(self) -> None:
         self.searcher.close()

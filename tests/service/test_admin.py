@@ -34,10 +34,13 @@ def test_admin_refuses_without_a_valid_key(demo: DemoPaths, keys, header, status
 
 
 def test_failed_reload_keeps_serving_the_old_index(demo: DemoPaths, tmp_path: Path) -> None:
-    settings = Settings(engine_dir=demo.engine, index_dir=demo.index, api_keys=["a", KEY])
+    root = tmp_path / "index"
+    shutil.copytree(demo.index, root)
+    (root / "not-an-index").mkdir()
+    settings = Settings(engine_dir=demo.engine, index_dir=root, api_keys=["a", KEY])
     with TestClient(create_app(settings)) as client:
         before = client.get("/readyz").json()["index_version"]
-        response = client.post("/v1/admin/index/reload", json={"index_dir": str(tmp_path)},
+        response = client.post("/v1/admin/index/reload", json={"index_dir": "not-an-index"},
                                headers={"X-API-Key": KEY})
         assert response.status_code == 409
         assert before in response.json()["error"]["message"]
