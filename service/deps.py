@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from service.config import Settings
 from service.errors import Forbidden, NotReady, Unauthorized
@@ -33,8 +34,14 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+# a security scheme in the OpenAPI schema; auto_error off, as the key check below answers
+# with this service's own errors (401 without a valid key, 403 with no keys configured)
+admin_key = APIKeyHeader(name="X-API-Key", scheme_name="AdminKey", auto_error=False,
+                         description="one of the keys in XMODAL_API_KEYS")
+
+
 async def require_admin(
-    request: Request, x_api_key: Annotated[str | None, Header()] = None
+    request: Request, x_api_key: Annotated[str | None, Security(admin_key)]
 ) -> None:
     keys = request.app.state.settings.api_keys
     if not keys:

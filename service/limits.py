@@ -1,14 +1,19 @@
 """A cap on request body size, enforced before the body is read into memory.
 
 A declared Content-Length over the cap is refused at once; a body without one (chunked) is
-counted as it streams and cut off when it passes the cap.
+counted as it streams, and the read that passes the cap raises a 413 HTTPException in the
+app, which answers it like any other error: the reply is an ordinary response, counted in
+the metrics, with no traceback. (FastAPI passes an HTTPException raised while it reads a
+body on as it is; any other exception there would become a 400.)
 """
 
 from __future__ import annotations
 
-import json
-
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, error_response
 
 
 class BodySizeLimit:
@@ -22,30 +27,21 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            response = error_response(Request(scope), PayloadTooLarge.status,
+                                      PayloadTooLarge.code, self._message())
+            await response(scope, receive, send)
             return
-        seen, refused = 0, False
+        seen = 0
 
         async def counted() -> Message:
-            nonlocal seen, refused
+            nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes and not refused:
-                # answer now; the app sees a client that went away and its reply is dropped
-                refused = True
-                await self._refuse(send)
-                return {"type": "http.disconnect"}
+            if seen > self.max_bytes:
+                raise HTTPException(PayloadTooLarge.status, self._message())
             return message
 
-        async def guarded(message: Message) -> None:
-            if not refused:
-                await send(message)
+        await self.app(scope, counted, send)
 
-        await self.app(scope, counted, guarded)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "payload_too_large", "message":
-                                     f"request body is over the limit of {self.max_bytes} bytes"}})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body.encode()})
+    def _message(self) -> str:
+        return f"request body is over the limit of {self.max_bytes} bytes"

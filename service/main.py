@@ -10,16 +10,23 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.config import Settings
-from service.errors import install_handlers
+from service.errors import (
+    PayloadTooLarge,
+    ServiceError,
+    UnexpectedErrors,
+    install_handlers,
+    responses,
+)
+from service.head import HeadAsGet
 from service.limits import BodySizeLimit
 from service.metrics import Metrics
+from service.openapi import with_hoisted_defs
 from service.pipeline import QueryPipeline, make_cache
 from service.routes import admin, clip_retrieval, health, images, index_info, rerank, search, web
 from service.runtime import Runtime
 from service.serving import LeaseMiddleware, Serving
 
 log = logging.getLogger(__name__)
-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -40,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # for a configured provider on every request
     app = FastAPI(title="xmodal", version="0.1.0", lifespan=lifespan,
                   description="Cross-modal text/image retrieval.",
+                  responses=responses(PayloadTooLarge, ServiceError),
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.metrics = metrics
@@ -47,11 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(LeaseMiddleware, serving=app.state.serving)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # the last added is the outermost: both inside CORS, so errors carry its headers; a HEAD
+    # request is a GET to everything inside HeadAsGet
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(HeadAsGet)
     if settings.cors_origins:  # closed unless origins are listed
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
     for module in (health, search, rerank, images, index_info, admin, clip_retrieval, web):
         app.include_router(module.router)
+    app.openapi = with_hoisted_defs(app)  # type: ignore[method-assign]
     return app
 
 

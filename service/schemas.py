@@ -124,9 +124,14 @@ class Readiness(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
+    code: str = Field(description="what kind of error, for programs: invalid_request, "
+                                  "payload_too_large, not_found, unauthorized, ...",
+                      examples=["invalid_request"])
+    message: str = Field(description="what is wrong, for people",
+                         examples=["k: Input should be less than or equal to 100"])
 
 
 class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
     error: ErrorBody

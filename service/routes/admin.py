@@ -34,14 +34,22 @@ from index.errors import IndexError_
 from index.sources import CAPTIONS_FILE
 from service.config import Settings
 from service.deps import AdminDep, SettingsDep
-from service.errors import Conflict, InvalidQuery, NotReady
+from service.errors import (
+    Conflict,
+    Forbidden,
+    InvalidQuery,
+    NotReady,
+    Unauthorized,
+    responses,
+)
 from service.images import decode_upload, stored_suffix
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_TEXT_CHARS, ItemId
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep],
+                   responses=responses(Unauthorized, Forbidden, Conflict, InvalidQuery, NotReady))
 
 # versions a root keeps after a change: the served one, its parent (a rollback) and one more
 KEEP_VERSIONS = 3

@@ -40,7 +40,7 @@ from index.metadata import Item
 from index.search import Hit, Searcher
 from service.config import Settings
 from service.deps import PipelineDep, SettingsDep
-from service.errors import InvalidQuery, NotFound, describe
+from service.errors import InvalidQuery, NotFound, NotReady, describe, responses
 from service.images import decode_upload
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_TEXT_CHARS, ItemId
@@ -174,7 +174,8 @@ async def indices_list(settings: SettingsDep) -> list[str]:
     return [settings.index_name]
 
 
-@router.post("/knn-service", openapi_extra={"requestBody": {
+@router.post("/knn-service", responses=responses(NotFound, InvalidQuery, NotReady),
+             openapi_extra={"requestBody": {
     "content": {"application/json": {"schema": KnnRequest.model_json_schema()}}}})
 async def knn_service(request: Request, pipeline: PipelineDep,
                       settings: SettingsDep) -> list[dict[str, Any]]:
@@ -195,7 +196,8 @@ async def knn_service(request: Request, pipeline: PipelineDep,
             for rank, hit in enumerate(hits)]
 
 
-@router.post("/metadata", openapi_extra={"requestBody": {
+@router.post("/metadata", responses=responses(NotFound, InvalidQuery, NotReady),
+             openapi_extra={"requestBody": {
     "content": {"application/json": {"schema": MetadataRequest.model_json_schema()}}}})
 async def metadata(request: Request, pipeline: PipelineDep,
                    settings: SettingsDep) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.deps import MetricsDep, PipelineDep
+from service.errors import NotReady, responses
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -15,7 +16,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=responses(NotReady))
 async def readyz(pipeline: PipelineDep) -> Readiness:
     """Engine and index are loaded and consistent; 503 otherwise."""
     return Readiness(

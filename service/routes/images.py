@@ -1,31 +1,59 @@
 """The collection's images, by id. Only indexed items can be named, so no request can reach
-a file outside the collection; tar-shard members are served as well as plain files."""
+a file outside the collection; tar-shard members are served as well as plain files.
+
+An id is named one way only, as a canonical non-negative integer: `1.0`, `+5` or ` 369` name
+no image, so neither caches nor logs see one image under many URLs.
+
+Caching: an ETag (a hash of the bytes) and a one-minute lifetime. An id keeps its image while
+the index keeps it, but a delete, or a reload to another index, can take it away or give the
+id to another image; after a minute a browser revalidates, and gets a 304 with no body, a 404
+or the new image. An hour's lifetime kept deleted images on screen for an hour.
+"""
 
 import asyncio
+import hashlib
 import mimetypes
 from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 
 from service.deps import PipelineDep
-from service.errors import NotFound
+from service.errors import InvalidQuery, NotFound, NotReady, responses
 from service.schemas import MAX_ID
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"],
+                   responses=responses(NotFound, InvalidQuery, NotReady))
+
+CANONICAL_ID = r"^(0|[1-9][0-9]{0,18})$"  # MAX_ID has 19 digits
+CACHE_CONTROL = "public, max-age=60"
 
 
 @router.get("/{image_id}", response_class=Response,
-            responses={200: {"content": {"image/*": {}}, "description": "the image file"}})
-async def get_image(image_id: Annotated[int, PathParam(ge=0, le=MAX_ID)],
-                    pipeline: PipelineDep) -> Response:
+            responses={200: {"content": {"image/*": {}}, "description": "the image file"},
+                       304: {"description": "the image is unchanged (If-None-Match)"}})
+async def get_image(
+    image_id: Annotated[str, PathParam(pattern=CANONICAL_ID, examples=["0", "42"],
+                                       description="the image's id, a non-negative integer")],
+    request: Request, pipeline: PipelineDep,
+) -> Response:
+    number = int(image_id)
     searcher = pipeline.runtime.searcher
-    item = searcher.metadata.get([image_id]).get(image_id)
-    if item is None or image_id in set(searcher.deleted.tolist()):
+    item = searcher.metadata.get([number]).get(number) if number <= MAX_ID else None
+    if item is None or number in set(searcher.deleted.tolist()):
         raise NotFound(f"no image with id {image_id}")
     try:
-        data = await asyncio.to_thread(searcher.image_bytes, image_id)
+        data = await asyncio.to_thread(searcher.image_bytes, number)
     except (KeyError, OSError) as exc:
         raise NotFound(f"image {image_id} is not available") from exc
+    headers = {"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff",
+               "ETag": f'"{hashlib.blake2b(data, digest_size=16).hexdigest()}"'}
+    if _etags(request.headers.get("if-none-match", "")) & {headers["ETag"], "*"}:
+        return Response(status_code=304, headers=headers)
     media_type = mimetypes.guess_type(item.path.rsplit("::", 1)[-1])[0] or "application/octet-stream"
-    return Response(data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+    return Response(data, media_type=media_type, headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    """The tags of an If-None-Match header (weak ones compare as strong, as RFC 9110 says)."""
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from service.deps import PipelineDep
+from service.errors import NotReady, responses
 
-router = APIRouter(prefix="/v1", tags=["index"])
+router = APIRouter(prefix="/v1", tags=["index"], responses=responses(NotReady))
 
 
 class IndexInfo(BaseModel):

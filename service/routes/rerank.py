@@ -18,7 +18,7 @@ from service.images import decode_upload
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_RERANK_K, MAX_TEXT_CHARS, RerankRequest, RerankResult
 
-router = APIRouter(prefix="/v1", tags=["rerank"])
+router = APIRouter(prefix="/v1", tags=["rerank"], responses=responses(InvalidQuery, NotReady))
 
 
 class UploadScore(BaseModel):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from index.errors import IndexBundleError
 from service.deps import PipelineDep, SettingsDep
-from service.errors import InvalidQuery, describe
+from service.errors import InvalidQuery, NotReady, describe, responses
 from service.images import decode_upload
 from service.ranking import fetch_count, rank, search_body, to_filter
 from service.schemas import (
@@ -24,7 +25,8 @@ from service.schemas import (
     TextSearchRequest,
 )
 
-router = APIRouter(prefix="/v1/search", tags=["search"])
+router = APIRouter(prefix="/v1/search", tags=["search"],
+                   responses=responses(InvalidQuery, NotReady))
 
 JSON = "application/json"
 
@@ -71,16 +73,33 @@ def _json_field(text: str) -> object:
         raise InvalidQuery(f"filter must be JSON: {exc}") from exc
 
 
+def _form_field(spec: dict[str, Any]) -> dict[str, Any]:
+    """A form field is sent or left out, never null: drop null from an `anyOf`."""
+    spec = {k: v for k, v in spec.items() if not (k == "default" and v is None)}
+    variants = [v for v in spec.get("anyOf", []) if v.get("type") != "null"]
+    if len(variants) == 1:
+        spec = {**{k: v for k, v in spec.items() if k != "anyOf"}, **variants[0]}
+    return spec
+
+
+def _multipart_schema() -> dict[str, Any]:
+    """`file` and the query's options as form fields, made from ImageQuery so they stay in step;
+    `filter` is JSON text. Its `$defs` are moved into components by service.main."""
+    query = ImageQuery.model_json_schema()
+    fields = {name: _form_field(spec) for name, spec in query["properties"].items()}
+    fields["filter"] = {"type": "string", "description": 'FilterSpec as JSON, e.g. '
+                                                          '{"equals": {"tag": "cat"}}'}
+    return {"type": "object", "required": ["file"], "$defs": query.get("$defs", {}),
+            "properties": {"file": {"type": "string", "format": "binary",
+                                    "description": "the image file"}, **fields}}
+
+
 @router.post(
     "/image",
     response_model=SearchResponse,
     openapi_extra={"requestBody": {"content": {
         JSON: {"schema": ImageSearchRequest.model_json_schema()},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}, "k": {"type": "integer"},
-            "target": {"type": "string", "enum": ["image", "text"]},
-            "min_score": {"type": "number"},
-            "filter": {"type": "string", "description": "FilterSpec as JSON"}}}},
+        "multipart/form-data": {"schema": _multipart_schema()},
     }, "required": True}},
 )
 async def search_image(request: Request, pipeline: PipelineDep, settings: SettingsDep) -> Response:
