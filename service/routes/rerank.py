@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from service.deps import PipelineDep, SettingsDep
-from service.errors import InvalidQuery, describe
+from service.errors import InvalidQuery, NotReady, describe, responses
 from service.images import decode_upload
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_RERANK_K, MAX_TEXT_CHARS, RerankRequest, RerankResult
