@@ -10,6 +10,7 @@ from service.errors import InvalidQuery
 from service.pipeline import QueryPipeline
 from service.schemas import FilterSpec, SearchOptions
 
+THUMBNAIL_SIZE = 256  # pixels, the longer side of the thumbnails results link to
 Ranked = tuple[Hit, float | None]  # a hit and its match probability, when reranked
 
 
@@ -30,7 +31,7 @@ def search_body(pipeline: QueryPipeline, ranked: list[Ranked]) -> bytes:
                     "results": [{"id": hit.id, "score": hit.score, "match_probability": probability,
                                  "path": hit.item.path, "caption": hit.item.caption,
                                  "fields": hit.item.fields,
-                                 "thumbnail_url": f"/v1/images/{hit.id}"}
+                                 "thumbnail_url": f"/v1/images/{hit.id}?size={THUMBNAIL_SIZE}"}
                                 for hit, probability in ranked]})
 
 

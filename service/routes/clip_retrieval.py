@@ -166,7 +166,10 @@ def _query(body: KnnRequest, pipeline: QueryPipeline,
     dim = pipeline.runtime.engine.dim
     if vector.shape != (dim,) or not np.isfinite(vector).all():
         raise InvalidQuery(f"embedding_input must be {dim} finite numbers")
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:  # no direction: every image would score 0
+        raise InvalidQuery("embedding_input is all zeros; it names no direction to search")
+    return vector / norm
 
 
 @router.get("/indices-list")

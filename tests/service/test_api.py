@@ -109,6 +109,22 @@ def test_images_are_not_sniffed_and_revalidate_soon(client: TestClient) -> None:
     assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
+def test_results_link_thumbnails_scaled_down_never_up(client: TestClient) -> None:
+    hit = client.post("/v1/search/text", json={"text": "a red circle", "k": 1}).json()["results"][0]
+    original = client.get(f"/v1/images/{hit['id']}")
+    width, height = Image.open(io.BytesIO(original.content)).size
+    linked = client.get(hit["thumbnail_url"])  # 256 px: no smaller than the gallery's images
+    assert linked.status_code == 200 and linked.content == original.content
+    small = client.get(f"/v1/images/{hit['id']}?size=16")
+    assert small.headers["content-type"] == "image/webp"
+    thumb = Image.open(io.BytesIO(small.content))
+    assert thumb.format == "WEBP" and max(thumb.size) == 16
+    assert thumb.size[0] / thumb.size[1] == pytest.approx(width / height, rel=0.1)
+    assert small.headers["etag"] not in (original.headers["etag"], linked.headers["etag"])
+    for bad in ("8", "2000", "big"):
+        assert client.get(f"/v1/images/{hit['id']}?size={bad}").status_code == 422
+
+
 def test_head_is_answered_like_get_without_a_body(client: TestClient) -> None:
     for url in ("/healthz", "/readyz", "/metrics", f"/v1/images/{_hit_id(client)}", "/"):
         get, head = client.get(url), client.head(url)

@@ -108,6 +108,13 @@ def test_embedding_input_is_searched_directly(server: str, demo: DemoPaths) -> N
     assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-3)  # the input was normalised
 
 
+def test_an_all_zero_embedding_input_is_refused(server: str, demo: DemoPaths) -> None:
+    dim = OnnxEngine(demo.engine).dim
+    response = httpx.post(f"{server}/knn-service", json={"embedding_input": [0.0] * dim})
+    assert response.status_code == 422
+    assert "all zeros" in response.json()["error"]["message"]
+
+
 def test_front_end_search_gets_result_ids_beyond_its_metadata(server: str) -> None:
     """num_result_ids results (the whole 200-image gallery here), metadata on the first
     num_images; the front end fetches the rest's metadata through /metadata as it scrolls."""
