@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.http import HttpConnection, encode_request
 from index import bundle
 from index.metadata import Item, read_all
+from index.sources import read_uri
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120.0
@@ -233,11 +234,16 @@ def percentiles_ms(latencies: list[float]) -> tuple[float, float]:
 
 # -- what the index holds -------------------------------------------------------------------
 
-def index_items(index_dir: Path) -> tuple[Path, list[Item]]:
-    """(folder the stored paths are relative to, every item) of the index's current version."""
+def index_items(index_dir: Path) -> tuple[Callable[[str], bytes], list[Item]]:
+    """(a reader of an item's image bytes by its stored path, every item) of the index's
+    current version."""
     version = bundle.resolve(index_dir)
     manifest = bundle.read_manifest(version, verify=False)
-    return Path(manifest.source), read_all(version / bundle.METADATA_FILE)
+
+    def read(uri: str) -> bytes:
+        return read_uri(bundle.image_root(version, manifest.source, uri), uri)
+
+    return read, read_all(version / bundle.METADATA_FILE)
 
 
 def query_texts(items: list[Item], n: int, seed: int = 0) -> list[str]:

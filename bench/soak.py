@@ -14,6 +14,7 @@ import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from bench.load import (
     text_search,
 )
 from index.metadata import Item
-from index.sources import read_uri
 
 UPLOADS = 64  # distinct gallery images kept in memory for uploads
 RERANK_IDS = 8
@@ -43,13 +43,13 @@ class Mix:
     """Request i of a soak, decided by a seeded generator of its own: reproducible and the
     same whatever order the clients take the indices in."""
 
-    def __init__(self, root: Path, items: list[Item], rerank: bool, hostile: float,
-                 seed: int) -> None:
+    def __init__(self, read: Callable[[str], bytes], items: list[Item], rerank: bool,
+                 hostile: float, seed: int) -> None:
         rng = random.Random(seed)
         self.captions = [i.caption for i in items if i.caption] or ["a picture"]
         self.ids = [i.id for i in items]
         chosen = rng.sample(items, min(UPLOADS, len(items)))
-        self.images = [(Path(i.path).name, read_uri(root, i.path)) for i in chosen]
+        self.images = [(Path(i.path).name, read(i.path)) for i in chosen]
         self.valid_kinds = ("text", "image", "rerank") if rerank else ("text", "image")
         self.hostile = hostile
         self.seed = seed
@@ -114,10 +114,10 @@ def summarize(result: LoadResult, rss_start: int, rss_end: int) -> dict[str, Any
 
 def run(engine_dir: Path, index_dir: Path, clients: int = 16, seconds: float = 600.0,
         hostile: float = 0.1, seed: int = 0) -> dict[str, Any]:
-    root, items = index_items(index_dir)
+    read, items = index_items(index_dir)
     with start_server(engine_dir, index_dir, cache_entries=0) as server:
         ready = readiness(server.url)
-        mix = Mix(root, items, ready["rerank"], hostile, seed)
+        mix = Mix(read, items, ready["rerank"], hostile, seed)
         warm_rng = random.Random(seed)
         warm = [mix.valid(kind, warm_rng, mix.captions[0]) for kind in mix.valid_kinds] * WARMUP_ROUNDS
         asyncio.run(run_load(server.url, lambda i: warm[i], 1, len(warm), seconds=120))

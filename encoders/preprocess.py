@@ -8,6 +8,8 @@ the same function from the same numbers.
 from __future__ import annotations
 
 import io
+import re
+import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,11 +77,17 @@ _OPTIONAL_DEFAULTS = {"resize_to": None, "long_side": "round"}
 MAX_PIXELS = 64_000_000
 
 
-def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open an image file or bytes as RGB, upright (EXIF orientation applied), first frame only."""
+def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS,
+               formats: Sequence[str] | None = None) -> Image.Image:
+    """Open an image file or bytes as RGB, upright (EXIF orientation applied), first frame only.
+
+    `formats` (Pillow's names, e.g. ("JPEG", "PNG")) are the only decoders tried: bytes in
+    any other format are refused by name, and no other decoder sees them.
+    """
     name = "image bytes" if isinstance(source, bytes) else str(source)
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                           formats=None if formats is None else tuple(formats))
         width, height = image.size  # read from the header; nothing is decoded yet
         if width * height > max_pixels:
             raise InputError(f"{name} is {width}x{height} = {width * height} pixels, over the "
@@ -87,10 +95,57 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         image.seek(0)  # animated formats: the first frame stands for the image
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, InputError):
-            raise
+    except InputError:
+        raise
+    except Image.UnidentifiedImageError as exc:  # its message shows the file object's repr
+        raise InputError(_unidentified(name, source, formats)) from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, above ours by default
+        counted = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{counted.group(1)} pixels" if counted else "too many pixels"
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise InputError(f"{name} is {size}, over the limit of {limit}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise InputError(f"cannot decode {name}: {exc}") from exc
+
+
+def _unidentified(name: str, source: str | Path | bytes, formats: Sequence[str] | None) -> str:
+    """Why Pillow could not open `source`, naming the format its first bytes announce."""
+    if isinstance(source, bytes):
+        prefix = source[:16]
+    else:
+        with open(source, "rb") as file:
+            prefix = file.read(16)
+    found = _signature(prefix)
+    accepted = None if formats is None else ", ".join(f.upper() for f in formats)
+    if accepted is not None and found is not None and found not in accepted.split(", "):
+        return (f"{name}: format {found} (by its signature) is not accepted; accepted formats "
+                f"are {accepted}")
+    if found is not None:
+        return f"cannot decode {name}: a malformed {found} header"
+    if accepted is not None:
+        return f"cannot decode {name}: not an image in an accepted format ({accepted})"
+    return f"cannot decode {name}: not an image in a format Pillow reads"
+
+
+def _signature(prefix: bytes) -> str | None:
+    """The format whose signature `prefix` starts with, by each Pillow plugin's own check.
+
+    Only these few-byte checks run, never a plugin's header parser or decoder; formats
+    without a signature (TGA, for one) are not named.
+    """
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        if accept is not None and _accepts(accept, prefix):
+            return fmt
+    return None
+
+
+def _accepts(accept: Any, prefix: bytes) -> bool:
+    try:
+        return bool(accept(prefix))
+    except (IndexError, ValueError, struct.error):  # tripped on a short prefix: not its format
+        return False
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -109,8 +164,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# A resize to more than this many times the output's pixels (an aspect ratio over 4) is
+# replaced by resampling only the crop box: a 100000x1 image would otherwise become a
+# 6.4 M x 64 intermediate (2 GB) for its middle 64x64.
+_WHOLE_RESIZE_MAX = 4
+
+
 def _resize(image: Image.Image, spec: ImagePreprocess) -> Image.Image:
-    method = _INTERPOLATION[spec.interpolation]
+    """The spec's resize, then a centre crop to size x size."""
     target = spec.resize_to or spec.size
     width, height = image.size
     if spec.resize == "stretch":
@@ -124,12 +185,26 @@ def _resize(image: Image.Image, spec: ImagePreprocess) -> Image.Image:
         scale = target / min(width, height)
         new_w = max(target, round(width * scale))
         new_h = max(target, round(height * scale))
-    image = image.resize((new_w, new_h), method)
-    if (new_w, new_h) == (spec.size, spec.size):
-        return image
     left = (new_w - spec.size) // 2
     top = (new_h - spec.size) // 2
+    if new_w * new_h > _WHOLE_RESIZE_MAX * target * target:
+        return _crop_resize(image, (new_w, new_h), (left, top), spec.size, spec.interpolation)
+    image = image.resize((new_w, new_h), _INTERPOLATION[spec.interpolation])
+    if (new_w, new_h) == (spec.size, spec.size):
+        return image
     return image.crop((left, top, left + spec.size, top + spec.size))
+
+
+def _crop_resize(image: Image.Image, resized: tuple[int, int], corner: tuple[int, int],
+                 size: int, interpolation: str) -> Image.Image:
+    """The size x size square at `corner` of `image` resized to `resized`, without the resize:
+    Pillow resamples just the square's box in source pixels (its filters still read the pixels
+    around the box), so work and memory follow the output size, not the input's aspect ratio.
+    The pixels match the whole resize's to within the rounding between its two passes."""
+    (width, height), (new_w, new_h) = image.size, resized
+    sx, sy = width / new_w, height / new_h
+    box = (corner[0] * sx, corner[1] * sy, (corner[0] + size) * sx, (corner[1] + size) * sy)
+    return image.resize((size, size), _INTERPOLATION[interpolation], box=box)
 
 
 def preprocess(images: Sequence[Image.Image], spec: ImagePreprocess) -> np.ndarray:

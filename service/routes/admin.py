@@ -42,7 +42,7 @@ from service.errors import (
     Unauthorized,
     responses,
 )
-from service.images import decode_upload, stored_suffix
+from service.images import decode_upload_off_loop, stored_suffix
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_TEXT_CHARS, ItemId
 
@@ -184,7 +184,7 @@ async def _read_uploads(request: Request,
     for i, upload in enumerate(uploads):
         data = await upload.read(settings.max_image_bytes + 1)
         try:
-            decode_upload(data, settings)  # refuse what could not be indexed, with the reason
+            await decode_upload_off_loop(data, settings)  # refuse what could not be indexed
             files.append((f"{i:05d}.{stored_suffix(data)}", data))
         except InvalidQuery as exc:
             raise InvalidQuery(f"files[{i}] ({upload.filename}): {exc}") from exc

@@ -25,8 +25,6 @@ Errors are this service's JSON errors (4xx), not the Flask back end's 500s.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from typing import Any, Literal
 
@@ -41,7 +39,7 @@ from index.search import Hit, Searcher
 from service.config import Settings
 from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, NotFound, NotReady, describe, responses
-from service.images import decode_upload
+from service.images import decode_base64, decode_upload_off_loop
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_TEXT_CHARS, ItemId
 
@@ -146,7 +144,7 @@ def _deduplicate(searcher: Searcher, hits: list[Hit]) -> list[Hit]:
     return [h for h, dropped in zip(hits, drop, strict=True) if not dropped]
 
 
-def _query(body: KnnRequest, pipeline: QueryPipeline,
+async def _query(body: KnnRequest, pipeline: QueryPipeline,
            settings: Settings) -> str | Image.Image | np.ndarray:
     """The text, decoded image or normalised vector the request searches with."""
     given = [f for f in ("text", "image", "image_url", "embedding_input") if getattr(body, f)]
@@ -157,11 +155,7 @@ def _query(body: KnnRequest, pipeline: QueryPipeline,
     if body.text:
         return body.text
     if body.image:
-        try:
-            data = base64.b64decode(body.image, validate=True)
-        except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
-            raise InvalidQuery(f"image is not valid base64: {exc}") from exc
-        return decode_upload(data, settings)
+        return await decode_upload_off_loop(decode_base64(body.image, "image"), settings)
     vector = np.asarray(body.embedding_input, dtype=np.float32)
     dim = pipeline.runtime.engine.dim
     if vector.shape != (dim,) or not np.isfinite(vector).all():
@@ -184,7 +178,7 @@ async def knn_service(request: Request, pipeline: PipelineDep,
                       settings: SettingsDep) -> list[dict[str, Any]]:
     body: KnnRequest = await _parse(request, KnnRequest)
     _check_index(body.indice_name, settings)
-    query = _query(body, pipeline, settings)
+    query = await _query(body, pipeline, settings)
     total, described = result_counts(body.num_images, body.num_result_ids)
     try:
         hits = await pipeline.find(query, total, captions=body.modality == "text")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from service.deps import PipelineDep, SettingsDep
-from service.errors import InvalidQuery, NotReady, describe, responses
+from service.errors import InvalidQuery, NotReady, PayloadTooLarge, describe, responses
 from service.images import decode_upload
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_RERANK_K, MAX_TEXT_CHARS, RerankRequest, RerankResult
@@ -66,13 +66,26 @@ async def _by_upload(request: Request, pipeline: QueryPipeline,
     uploads = [f for f in form.getlist("files") if not isinstance(f, str)]
     if not uploads:
         raise InvalidQuery("multipart rerank needs one or more 'files' parts")
-    images = [decode_upload(await f.read(settings.max_image_bytes + 1), settings) for f in uploads]
     engine = pipeline.runtime.engine
+    encoded = [await upload.read(settings.max_image_bytes + 1) for upload in uploads]
+
+    def pixels() -> np.ndarray:
+        """One upload at a time: each is decoded, cut down to the model's input and dropped
+        before the next, so a request of small PNGs that each decode to hundreds of megabytes
+        holds one such image at once (and, in one thread, reuses its memory)."""
+        out = []
+        for i, (upload, data) in enumerate(zip(uploads, encoded, strict=True)):
+            try:
+                out.append(engine.pixels([decode_upload(data, settings)])[0])
+            except (InvalidQuery, PayloadTooLarge) as exc:
+                raise type(exc)(f"files[{i}] ({upload.filename}): {exc}") from exc
+        return np.stack(out)
 
     def run() -> np.ndarray:
+        batch = pixels()  # in the worker thread too: decoding would stall the event loop
         with pipeline.metrics.stage("rerank"):
-            tokens = engine.encode_pixels(engine.pixels(images))["image_tokens"]
-            return engine.score(tokens, [text] * len(images))
+            tokens = engine.encode_pixels(batch)["image_tokens"]
+            return engine.score(tokens, [text] * len(batch))
 
     probs = await asyncio.to_thread(run)
     scores = [UploadScore(index=i, filename=f.filename, match_probability=float(p))

@@ -4,8 +4,6 @@ version and the request."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
@@ -15,7 +13,7 @@ from pydantic import ValidationError
 from index.errors import IndexBundleError
 from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, NotReady, describe, responses
-from service.images import decode_upload
+from service.images import decode_base64, decode_upload_off_loop
 from service.ranking import fetch_count, rank, search_body, to_filter
 from service.schemas import (
     ImageQuery,
@@ -59,11 +57,9 @@ async def _image_request(request: Request, settings: SettingsDep) -> tuple[Image
                 fields["filter"] = _json_field(str(fields["filter"]))
             return ImageQuery.model_validate(fields), data
         parsed = ImageSearchRequest.model_validate_json(await request.body())
-        return parsed, base64.b64decode(parsed.image_base64, validate=True)
     except ValidationError as exc:
         raise InvalidQuery(describe(exc.errors())) from exc
-    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
-        raise InvalidQuery(f"image_base64 is not valid base64: {exc}") from exc
+    return parsed, decode_base64(parsed.image_base64, "image_base64")
 
 
 def _json_field(text: str) -> object:
@@ -106,7 +102,7 @@ async def search_image(request: Request, pipeline: PipelineDep, settings: Settin
     """An image (multipart `file`, or JSON `image_base64`) -> similar images (`target: image`)
     or the items whose captions match it best (`target: text`)."""
     parsed, data = await _image_request(request, settings)
-    image = decode_upload(data, settings)
+    image = await decode_upload_off_loop(data, settings)
     if parsed.target is Target.text:
         if parsed.filter is not None:
             raise InvalidQuery("filter applies to image results, not to caption search")

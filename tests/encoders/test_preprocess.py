@@ -81,3 +81,58 @@ def test_oversized_image_is_refused_before_decoding() -> None:
     huge = _png(Image.new("L", (5000, 5000)))  # compresses to a few kilobytes
     with pytest.raises(InputError, match="over the limit"):
         load_image(huge, max_pixels=1_000_000)
+
+
+UPLOADS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+def _encoded(fmt: str) -> bytes:
+    image = Image.new("RGB", (8, 8), (200, 30, 30))
+    buffer = io.BytesIO()
+    (image.convert("1") if fmt == "XBM" else image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "PCX", "SGI", "DDS", "QOI", "XBM", "TIFF", "EPS", "ICO"])
+def test_other_formats_are_refused_by_name_before_any_parser_sees_them(fmt: str,
+                                                                       monkeypatch) -> None:
+    from PIL import EpsImagePlugin, PpmImagePlugin, TiffImagePlugin
+
+    def never(self: Image.Image) -> None:
+        raise AssertionError(f"{type(self).__name__} parsed bytes it should never see")
+
+    for plugin in (EpsImagePlugin.EpsImageFile, PpmImagePlugin.PpmImageFile,
+                   TiffImagePlugin.TiffImageFile):
+        monkeypatch.setattr(plugin, "_open", never)
+    with pytest.raises(InputError) as refused:
+        load_image(_encoded(fmt), formats=UPLOADS)
+    message = str(refused.value)
+    assert f"format {fmt} " in message and "JPEG, PNG, WEBP, GIF, BMP" in message, message
+
+
+@pytest.mark.filterwarnings("ignore:IM image format is deprecated")
+def test_formats_without_a_signature_are_refused_without_a_name() -> None:
+    with pytest.raises(InputError, match=r"not an image in an accepted format \(JPEG, PNG"):
+        load_image(_encoded("IM"), formats=UPLOADS)
+
+
+@pytest.mark.parametrize("fmt", UPLOADS)
+def test_accepted_formats_decode(fmt: str) -> None:
+    assert load_image(_encoded(fmt), formats=UPLOADS).size == (8, 8)
+
+
+@pytest.mark.parametrize("data", [b"definitely not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 30])
+def test_undecodable_bytes_are_described_without_python_object_reprs(data: bytes) -> None:
+    for formats in (None, UPLOADS):
+        with pytest.raises(InputError, match="cannot decode image bytes") as refused:
+            load_image(data, formats=formats)
+        assert "BytesIO" not in str(refused.value) and " at 0x" not in str(refused.value)
+
+
+def test_images_over_pillows_own_limit_get_the_pixel_limit_message() -> None:
+    """Over ~179 M pixels Pillow refuses on its own, as a 'decompression bomb DOS attack'."""
+    from tests.service.hostile import png_bomb
+
+    with pytest.raises(InputError) as refused:
+        load_image(png_bomb(20_000), max_pixels=1_000_000)  # 400 M pixels
+    assert str(refused.value) == "image bytes is 400000000 pixels, over the limit of 1000000"

@@ -41,7 +41,20 @@ def valid_images() -> dict[str, bytes]:
         "rgba.webp": _encode(rgb.convert("RGBA"), "WEBP"),
         "one_pixel.png": _encode(Image.new("RGB", (1, 1)), "PNG"),
         "very_wide.png": _encode(Image.new("RGB", (4000, 2)), "PNG"),
+        # a few hundred bytes; the whole resize it used to get took 2 GB and 4 s
+        "extreme_aspect.png": _encode(Image.new("RGB", (100_000, 1), "teal"), "PNG"),
+        "extreme_aspect_tall.png": _encode(Image.new("RGB", (1, 100_000), "teal"), "PNG"),
     }
+
+
+def other_formats() -> dict[str, bytes]:
+    """Valid images in formats Pillow reads but uploads do not accept: each must be a 422
+    that names the format (where its first bytes have a signature) and the accepted ones."""
+    rgb = Image.new("RGB", (16, 16), "orange")
+    out = {f"image.{fmt.lower()}": _encode(rgb, fmt)
+           for fmt in ("PPM", "PCX", "SGI", "DDS", "QOI", "TIFF", "EPS", "ICO", "TGA")}
+    out["image.xbm"] = _encode(rgb.convert("1"), "XBM")
+    return out
 
 
 def broken_images() -> dict[str, bytes]:

@@ -43,6 +43,18 @@ def test_base64_json_image_query_matches_multipart(client: TestClient, demo: Dem
     assert [r["path"] for r in body["results"]][0] == "scene-00010.png"
 
 
+@pytest.mark.parametrize("encode", [
+    lambda data: "data:image/png;base64," + base64.b64encode(data).decode(),
+    lambda data: base64.urlsafe_b64encode(data).decode(),
+])
+def test_base64_as_a_data_url_or_url_safe_is_read(client: TestClient, demo: DemoPaths,
+                                                   encode) -> None:
+    data = _gallery_png(demo)
+    assert base64.urlsafe_b64encode(data) != base64.b64encode(data)  # the alphabets differ here
+    body = client.post("/v1/search/image", json={"image_base64": encode(data), "k": 1}).json()
+    assert body["results"][0]["path"] == "scene-00010.png"
+
+
 @pytest.mark.parametrize(("kwargs", "status", "code"), [
     ({"files": {"file": ("x.png", b"", "image/png")}}, 422, "invalid_request"),
     ({"files": {"file": ("x.png", b"not an image at all", "image/png")}}, 422, "invalid_request"),

@@ -3,14 +3,21 @@ the input is valid), never a 5xx; and the service answers a normal query right a
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import EpsImagePlugin, Image
 
 from service.config import Settings
+from service.images import UPLOAD_FORMATS
 from service.main import create_app
+from service.routes import rerank
 from tests.service import hostile
+from tests.service.conftest import RerankSetup
 from xmodal.demo import DemoPaths
 
 NORMAL = {"text": "a red circle", "k": 3}
@@ -39,13 +46,42 @@ def test_broken_images_are_named_4xx(client: TestClient, name: str) -> None:
     data = hostile.broken_images()[name]
     response = client.post("/v1/search/image", files={"file": (name, data, "image/png")})
     _is_named_4xx(response)
+    message = response.json()["error"]["message"]
+    assert "BytesIO" not in message and " at 0x" not in message, message  # no Python reprs
     _still_healthy(client)
 
 
-def test_decompression_bomb_is_refused_by_size(client: TestClient) -> None:
+# over Pillow's own limit of ~179 M pixels (it raises), over its warning at ~89 M, under both
+@pytest.mark.parametrize("side", [100_000, 10_000, 8_000])
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decompression_bomb_is_refused_by_size(client: TestClient, side: int) -> None:
     response = client.post("/v1/search/image",
-                           files={"file": ("b.png", hostile.png_bomb(), "image/png")})
-    assert response.status_code == 422 and "limit" in response.json()["error"]["message"]
+                           files={"file": ("b.png", hostile.png_bomb(side), "image/png")})
+    assert response.status_code == 422
+    pillow_refuses = side * side > 2 * Image.MAX_IMAGE_PIXELS  # before the size is known
+    size = f"{side * side}" if pillow_refuses else f"{side}x{side} = {side * side}"
+    expected = f"image bytes is {size} pixels, over the limit of 40000000"
+    assert response.json()["error"]["message"] == expected
+
+
+ACCEPTED = ", ".join(UPLOAD_FORMATS)
+
+
+@pytest.mark.parametrize("name", sorted(hostile.other_formats()))
+def test_other_image_formats_are_refused_by_name(client: TestClient, name: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ghostscript(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an upload reached Pillow's Ghostscript call")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", no_ghostscript)
+    data = hostile.other_formats()[name]
+    response = client.post("/v1/search/image", files={"file": (name, data, "image/png")})
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert f"accepted formats are {ACCEPTED}" in message or f"({ACCEPTED})" in message, message
+    fmt = name.rsplit(".", 1)[1].upper()
+    # TGA has no signature of its own (its first bytes may pass for CUR's): not named
+    assert f"format {fmt} " in message or fmt == "TGA", message
 
 
 @pytest.mark.parametrize("name", sorted(hostile.valid_images()))
@@ -128,3 +164,55 @@ def test_body_over_the_limit_is_refused_before_reading(demo: DemoPaths) -> None:
 ])
 def test_non_ascii_base64_is_named_4xx(client: TestClient, path: str, body: dict) -> None:
     _is_named_4xx(client.post(path, json=body))
+
+
+@pytest.fixture(scope="module")
+def rerank_client(rerank_setup: RerankSetup) -> Iterator[TestClient]:
+    settings = Settings(engine_dir=rerank_setup.engine, index_dir=rerank_setup.index)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_rerank_uploads_are_decoded_one_at_a_time_off_the_event_loop(
+    rerank_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four 6000x6000 PNGs of 35 KB each used to be decoded together, on the event loop."""
+    decoded: list[weakref.ref] = []
+    seen: list[tuple[int, bool]] = []  # (decoded images still alive, on the event loop)
+
+    def tracking(data: bytes, settings: Settings) -> Image.Image:
+        gc.collect()
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        seen.append((sum(r() is not None for r in decoded), on_loop))
+        image = real(data, settings)
+        decoded.append(weakref.ref(image))
+        return image
+
+    real = rerank.decode_upload
+    monkeypatch.setattr(rerank, "decode_upload", tracking)
+    files = [("files", (f"{c}.png", hostile._encode(Image.new("RGB", (400, 300), c), "PNG"),
+                        "image/png")) for c in ("red", "green", "blue")]
+    response = rerank_client.post("/v1/rerank", data={"text": "a red circle"}, files=files)
+    assert response.status_code == 200, response.text
+    assert sorted(r["filename"] for r in response.json()["results"]) == \
+        ["blue.png", "green.png", "red.png"]
+    assert seen == [(0, False)] * 3
+
+
+@pytest.mark.parametrize(("name", "data", "problem"), [
+    ("x.ppm", hostile.other_formats()["image.ppm"], "format PPM"),
+    ("x.png", b"not an image", "cannot decode"),
+    ("bomb.png", hostile.png_bomb(), "over the limit"),
+])
+def test_bad_rerank_uploads_are_named_4xx(rerank_client: TestClient, name: str, data: bytes,
+                                          problem: str) -> None:
+    good = hostile._encode(Image.new("RGB", (32, 32), "red"), "PNG")
+    files = [("files", ("ok.png", good, "image/png")), ("files", (name, data, "image/png"))]
+    response = rerank_client.post("/v1/rerank", data={"text": "a red circle"}, files=files)
+    _is_named_4xx(response)
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"files[1] ({name}): ") and problem in message, message
