@@ -61,6 +61,7 @@ class Searcher:
         self.ids = np.load(ids_file) if ids_file.is_file() else np.arange(self.index.ntotal)
         deleted = self.path / bundle.DELETED_FILE
         self.deleted = np.load(deleted) if deleted.is_file() else np.zeros(0, np.int64)
+        self._dead = frozenset(self.deleted.tolist())  # for lookups one id at a time
         emb = self.path / bundle.EMBEDDINGS_FILE
         self.embeddings = np.load(emb, mmap_mode="r") if emb.is_file() else None
         tok = self.path / TOKENS_FILE
@@ -133,18 +134,20 @@ class Searcher:
         wanted = np.asarray(ids, np.int64)
         pos = np.searchsorted(self.ids, wanted)
         known = (pos < len(self.ids)) & (self.ids[np.minimum(pos, len(self.ids) - 1)] == wanted)
-        missing = sorted(set(wanted[~known].tolist()) | (set(wanted.tolist()) & set(self.deleted.tolist())))
+        missing = sorted(set(wanted[~known].tolist()) | (set(wanted.tolist()) & self._dead))
         if missing:
             raise KeyError(f"ids not in index {self.version}: {missing[:10]}")
         return pos
 
-    def image_bytes(self, item_id: int) -> bytes:
-        """The indexed image's file bytes, wherever they are kept: the collection (folder or
-        shard), or the index root for images added through the admin API."""
-        item = self.metadata.get([item_id]).get(item_id)
+    def image(self, item_id: int) -> tuple[Item, bytes]:
+        """A live item and its image's file bytes, wherever they are kept: the collection
+        (folder or shard), or the index root for images added through the admin API.
+        KeyError for an id unknown or deleted."""
+        item = None if item_id in self._dead else self.metadata.get([item_id]).get(item_id)
         if item is None:
             raise KeyError(f"id {item_id} is not in index {self.version}")
-        return read_uri(bundle.image_root(self.path, self.manifest.source, item.path), item.path)
+        return item, read_uri(bundle.image_root(self.path, self.manifest.source, item.path),
+                              item.path)
 
     def search_captions(self, image_queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Image -> text: for each image embedding, the k items whose caption matches best."""
@@ -152,7 +155,7 @@ class Searcher:
             raise bundle.IndexBundleError(f"index {self.path} has no caption index (no captions)")
         over = min(self._captions.ntotal, k + len(self.deleted))
         scores, rows = self._captions.search(np.ascontiguousarray(image_queries, np.float32), over)
-        dead = set(self.deleted.tolist())
+        dead = self._dead
         ids = np.where(rows >= 0, self._caption_ids[np.maximum(rows, 0)], -1)
         out = []
         for row_s, row_i in zip(scores, ids):

@@ -98,9 +98,17 @@ class SearchResponse(BaseModel):
 class RerankRequest(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     ids: list[ItemId] = Field(min_length=1, max_length=MAX_RERANK_K,
-                              description="candidate image ids")
+                              description="candidate image ids, each once")
 
     _text_not_blank = field_validator("text")(_not_blank)
+
+    @field_validator("ids")
+    @classmethod
+    def _each_once(cls, ids: list[int]) -> list[int]:
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"ids are named more than once: {repeated[:10]}")
+        return ids
 
 
 class RerankResult(BaseModel):

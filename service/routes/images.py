@@ -48,13 +48,13 @@ async def get_image(
                                                   "many pixels (never enlarged), as WebP")] = None,
 ) -> Response:
     number = int(image_id)
-    searcher = pipeline.runtime.searcher
-    item = searcher.metadata.get([number]).get(number) if number <= MAX_ID else None
-    if item is None or number in set(searcher.deleted.tolist()):
+    if number > MAX_ID:
         raise NotFound(f"no image with id {image_id}")
     try:
-        data = await asyncio.to_thread(searcher.image_bytes, number)
-    except (KeyError, OSError) as exc:
+        item, data = await asyncio.to_thread(pipeline.runtime.searcher.image, number)
+    except KeyError as exc:
+        raise NotFound(f"no image with id {image_id}") from exc
+    except OSError as exc:
         raise NotFound(f"image {image_id} is not available") from exc
     tag = hashlib.blake2b(data, digest_size=16).hexdigest() + (f"-{size}" if size else "")
     headers = {"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff",

@@ -118,7 +118,7 @@ def test_webdataset_shards_index_like_the_folder(tiny_engine, gallery, tmp_path)
     by_name_a = {it.path.split("::")[1]: it for it in a.metadata.get(list(map(int, a.ids))).values()}
     by_name_b = {it.path: it for it in b.metadata.get(list(map(int, b.ids))).values()}
     assert sorted(by_name_a) == sorted(by_name_b)
-    assert a.image_bytes(by_name_a[names[20]].id) == (gallery / names[20]).read_bytes()
+    assert a.image(by_name_a[names[20]].id)[1] == (gallery / names[20]).read_bytes()
     for name in names[:3]:
         ia, ib = by_name_a[name], by_name_b[name]
         assert ia.caption == ib.caption

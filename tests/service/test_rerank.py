@@ -77,6 +77,12 @@ def test_rerank_endpoint_scores_stored_images(client: TestClient, rerank_setup: 
     assert [r["match_probability"] for r in body["results"]] == sorted(got.values(), reverse=True)
 
 
+def test_rerank_refuses_an_id_named_twice(client: TestClient) -> None:
+    response = client.post("/v1/rerank", json={"text": "a purple diamond", "ids": [3, 17, 3]})
+    assert response.status_code == 422
+    assert "more than once: [3]" in response.json()["error"]["message"]
+
+
 def test_rerank_endpoint_scores_uploads_like_stored_tokens(
     client: TestClient, rerank_setup: RerankSetup
 ) -> None:
