@@ -107,5 +107,6 @@ def test_image_search_form_has_every_query_option(schema: dict[str, Any]) -> Non
 
 def test_image_ids_are_documented_as_canonical_integers(schema: dict[str, Any]) -> None:
     operation = dict(_operations(schema))["GET /v1/images/{image_id}"]
-    (param,) = operation["parameters"]
-    assert param["schema"]["pattern"] == "^(0|[1-9][0-9]{0,18})$"
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert params["image_id"]["schema"]["pattern"] == "^(0|[1-9][0-9]{0,18})$"
+    assert params["size"]["in"] == "query" and not params["size"]["required"]
