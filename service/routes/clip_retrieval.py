@@ -9,7 +9,8 @@ it scrolls. Both counts are clamped to `MAX_RESULTS` (the front end asks for 3,0
 
 Fields, and how each is honoured (the README lists the same):
 - `text`, `image` (base64), `embedding_input` (normalised here): the query; exactly one.
-- `image_url`: refused with a 422, as this service fetches no URLs.
+- `image_url`: an image URL this service gave out (a result's `url`): searched with that
+  image's stored vector; any other URL is refused with a 422, as nothing is fetched.
 - `modality`: "image" searches the images; "text" searches the items' captions (the caption
   index); anything else is a 422 naming the two.
 - `num_images`, `num_result_ids` (default: `num_images`): as above.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 import numpy as np
@@ -144,14 +146,33 @@ def _deduplicate(searcher: Searcher, hits: list[Hit]) -> list[Hit]:
     return [h for h, dropped in zip(hits, drop, strict=True) if not dropped]
 
 
-async def _query(body: KnnRequest, pipeline: QueryPipeline,
-           settings: Settings) -> str | Image.Image | np.ndarray:
+def _stored_vector(request: Request, pipeline: QueryPipeline, url: str) -> np.ndarray:
+    """The stored vector of an image URL this service gave out (a result's `url`, which the
+    front end sends back to find similar images); any other URL is refused, as nothing is
+    fetched."""
+    prefix = request.url_for("get_image", image_id="0").path.removesuffix("0")
+    path = urlsplit(url).path
+    number = path.removeprefix(prefix) if path.startswith(prefix) else ""
+    if not number.isdigit() or str(int(number)) != number:
+        raise InvalidQuery("image_url: only this service's own image URLs (a result's url, "
+                           f"{prefix}{{id}}) are searched; it fetches no others")
+    try:
+        return pipeline.runtime.searcher.vectors([int(number)])[0]
+    except KeyError as exc:
+        raise NotFound(f"image_url: no image with id {number}") from exc
+    except IndexBundleError as exc:
+        raise InvalidQuery(f"image_url: this index stores no image vectors ({exc})") from exc
+
+
+async def _query(body: KnnRequest, pipeline: QueryPipeline, request: Request,
+                 settings: Settings) -> str | Image.Image | np.ndarray:
     """The text, decoded image or normalised vector the request searches with."""
     given = [f for f in ("text", "image", "image_url", "embedding_input") if getattr(body, f)]
     if len(given) != 1:
-        raise InvalidQuery(f"give exactly one of text, image, embedding_input (got {given or 'none'})")
+        raise InvalidQuery("give exactly one of text, image, image_url, embedding_input (got "
+                           f"{given or 'none'})")
     if body.image_url:
-        raise InvalidQuery("image_url is not supported: this service does not fetch URLs")
+        return _stored_vector(request, pipeline, body.image_url)
     if body.text:
         return body.text
     if body.image:
@@ -178,7 +199,7 @@ async def knn_service(request: Request, pipeline: PipelineDep,
                       settings: SettingsDep) -> list[dict[str, Any]]:
     body: KnnRequest = await _parse(request, KnnRequest)
     _check_index(body.indice_name, settings)
-    query = await _query(body, pipeline, settings)
+    query = await _query(body, pipeline, request, settings)
     total, described = result_counts(body.num_images, body.num_result_ids)
     try:
         hits = await pipeline.find(query, total, captions=body.modality == "text")

@@ -108,6 +108,22 @@ def test_embedding_input_is_searched_directly(server: str, demo: DemoPaths) -> N
     assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-3)  # the input was normalised
 
 
+def test_a_result_url_sent_back_finds_that_image_first(server: str) -> None:
+    """The front end's "similar images" button sends a result's url as image_url."""
+    first = httpx.post(f"{server}/knn-service", json={"text": "a red circle", "num_images": 5,
+                                                      "deduplicate": False}).json()
+    target = first[3]
+    similar = httpx.post(f"{server}/knn-service", json={"image_url": target["url"],
+                                                        "num_images": 3}).json()
+    assert similar[0]["id"] == target["id"]
+    assert similar[0]["similarity"] == pytest.approx(1.0, abs=1e-3)
+    foreign = httpx.post(f"{server}/knn-service", json={"image_url": "http://example.com/x.png"})
+    assert foreign.status_code == 422 and "fetches no others" in foreign.json()["error"]["message"]
+    gone = httpx.post(f"{server}/knn-service",
+                      json={"image_url": target["url"].rsplit("/", 1)[0] + "/999999"})
+    assert gone.status_code == 404
+
+
 def test_an_all_zero_embedding_input_is_refused(server: str, demo: DemoPaths) -> None:
     dim = OnnxEngine(demo.engine).dim
     response = httpx.post(f"{server}/knn-service", json={"embedding_input": [0.0] * dim})
