@@ -8,6 +8,7 @@ the routes call it and stay thin.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,20 @@ class QueryPipeline:
         if isinstance(result, Exception):
             raise result
         return result
+
+    async def caption_probabilities(self, image: Image.Image,
+                                    captions: Sequence[str]) -> np.ndarray:
+        """The reranker's match probability of a query image with each caption (image ->
+        text search). The image's tokens are made once, for all its captions; rare enough
+        to run in a thread of its own rather than through a batcher."""
+        engine = self.runtime.engine
+
+        def run() -> np.ndarray:
+            with self.metrics.stage("rerank"):
+                tokens = engine.encode_pixels(engine.pixels([image]))["image_tokens"]
+                return engine.score(np.repeat(tokens, len(captions), axis=0), list(captions))
+
+        return await asyncio.to_thread(run)
 
     def _score(self, scorings: Sequence[Scoring]) -> list[Scored]:
         """Every (text, stored image) pair of a batch through the reranker, `rerank_max_pairs`

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+from PIL import Image
 from pydantic_core import to_json
 
 from index.metadata import Filter
@@ -40,21 +42,18 @@ def fetch_count(options: SearchOptions) -> int:
 
 
 async def rank(pipeline: QueryPipeline, hits: list[Hit], options: SearchOptions,
-               text: str | None) -> list[Ranked]:
+               query: str | Image.Image | None) -> list[Ranked]:
     """Rerank the head when asked (ALBEF's rule: the match probability orders the reranked
-    head; the rest keep their order below it), then apply the cut-offs and keep k."""
+    head; the rest keep their order below it), then apply the cut-offs and keep k.
+
+    The reranker scores a text against images: a text query against the stored images hit,
+    or an image query against the captions hit (image -> text); `query` None is image ->
+    image search, which it cannot rerank."""
     if not options.rerank:
         ranked: list[Ranked] = [(h, None) for h in hits]
     else:
-        if text is None:
-            raise InvalidQuery("rerank applies to text queries: the reranker scores a text "
-                               "against images")
-        if not pipeline.can_rerank:
-            raise InvalidQuery("rerank needs an engine with a reranker and an index with stored "
-                               "image tokens; this one has "
-                               f"{'no reranker' if not pipeline.runtime.engine.has_reranker else 'no token store'}")
         head, tail = hits[: options.rerank_k], hits[options.rerank_k :]
-        probs = await pipeline.match_probabilities(text, [h.id for h in head]) if head else []
+        probs = await _probabilities(pipeline, query, head) if head else []
         order = sorted(zip(head, probs), key=lambda pair: -pair[1])
         ranked = [(h, float(p)) for h, p in order] + [(h, None) for h in tail]
     if options.min_score is not None:
@@ -62,3 +61,20 @@ async def rank(pipeline: QueryPipeline, hits: list[Hit], options: SearchOptions,
     if options.min_match_probability is not None:  # only with rerank (SearchOptions checks)
         ranked = [(h, p) for h, p in ranked if (p or 0.0) >= options.min_match_probability]
     return ranked[: options.k]
+
+
+async def _probabilities(pipeline: QueryPipeline, query: str | Image.Image | None,
+                         head: list[Hit]) -> np.ndarray:
+    engine = pipeline.runtime.engine
+    if query is None:
+        raise InvalidQuery("rerank needs a text on one side: text -> image or image -> text "
+                           "(target: text) search, not image -> image")
+    if not engine.has_reranker:
+        raise InvalidQuery(f"rerank needs a fusion reranker, and engine {pipeline.engine_id} "
+                           "has no reranker")
+    if isinstance(query, Image.Image):
+        return await pipeline.caption_probabilities(query, [h.item.caption or "" for h in head])
+    if not pipeline.can_rerank:
+        raise InvalidQuery("rerank of stored images needs an index with stored image tokens; "
+                           "this one has none")
+    return await pipeline.match_probabilities(query, [h.id for h in head])

@@ -107,10 +107,11 @@ async def search_image(request: Request, pipeline: PipelineDep, settings: Settin
         if parsed.filter is not None:
             raise InvalidQuery("filter applies to image results, not to caption search")
         try:
-            hits = await pipeline.find(image, parsed.k, captions=True)
+            hits = await pipeline.find(image, fetch_count(parsed), captions=True)
         except IndexBundleError as exc:
             raise InvalidQuery(f"image -> text search is not available: {exc}") from exc
+        ranked = await rank(pipeline, hits, parsed, image)
     else:
         hits = await pipeline.find(image, fetch_count(parsed), to_filter(parsed.filter))
-    return Response(search_body(pipeline, await rank(pipeline, hits, parsed, text=None)),
-                    media_type=JSON)
+        ranked = await rank(pipeline, hits, parsed, None)
+    return Response(search_body(pipeline, ranked), media_type=JSON)

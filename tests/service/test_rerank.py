@@ -128,3 +128,30 @@ def test_image_to_text_ranks_captions_like_brute_force(demo: DemoPaths) -> None:
     expected = [captions[files[i]] for i in np.argsort(-scores, kind="stable")[:5]]
     assert [r["caption"] for r in results] == expected
     np.testing.assert_allclose([r["score"] for r in results], np.sort(scores)[::-1][:5], atol=1e-4)
+
+
+def test_image_to_text_reranks_captions_against_the_query_image(
+        client: TestClient, rerank_setup: RerankSetup) -> None:
+    query = (rerank_setup.gallery / "scene-00010.png").read_bytes()
+    form = {"k": "8", "target": "text", "rerank_k": "5"}
+    files = {"file": ("q.png", query, "image/png")}
+    plain = client.post("/v1/search/image", files=files, data=form).json()["results"]
+    results = client.post("/v1/search/image", files=files,
+                          data={**form, "rerank": "true"}).json()["results"]
+    head, tail = results[:5], results[5:]
+    engine = OnnxEngine(rerank_setup.engine)
+    tokens = engine.encode_pixels(engine.pixels([load_image(query)]))["image_tokens"]
+    captions = [r["caption"] for r in head]
+    expected = engine.score(np.repeat(tokens, len(head), axis=0), captions)
+    np.testing.assert_allclose([r["match_probability"] for r in head], expected, atol=1e-5)
+    assert [r["match_probability"] for r in head] == sorted(expected.tolist(), reverse=True)
+    assert {r["id"] for r in head} == {r["id"] for r in plain[:5]}
+    assert [r["id"] for r in tail] == [r["id"] for r in plain[5:8]]
+
+
+def test_image_to_image_search_cannot_rerank(client: TestClient, rerank_setup: RerankSetup) -> None:
+    query = (rerank_setup.gallery / "scene-00010.png").read_bytes()
+    response = client.post("/v1/search/image", files={"file": ("q.png", query, "image/png")},
+                           data={"k": "3", "rerank": "true"})
+    assert response.status_code == 422
+    assert "text on one side" in response.json()["error"]["message"]
