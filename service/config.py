@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description='browser origins allowed cross-site, JSON list; none: closed')
     index_name: str = Field("xmodal", description="name under which clip-retrieval clients see the index")
+    dedup_threshold: float = Field(
+        0.94, ge=0.0, le=1.0, description="clip-retrieval's deduplicate: image vectors at least "
+                                          "this similar (cosine) are near duplicates")
     max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest accepted request body")
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image upload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")

@@ -255,3 +255,11 @@ def test_deduplicate_drops_near_duplicate_images(server: str, demo: DemoPaths) -
     # metadata still goes on the first num_images of what is returned
     assert all(METADATA <= set(r) for r in deduplicated[:40])
     assert all(set(r) == {"id", "similarity"} for r in deduplicated[40:])
+
+
+def test_the_dedup_threshold_is_a_setting(demo: DemoPaths, server: str) -> None:
+    default = _knn(server, deduplicate=True).json()
+    with live_server(demo.engine, demo.index, dedup_threshold="0.9999") as strict:
+        looser = _knn(strict, deduplicate=True).json()
+    everything = _knn(server, deduplicate=False).json()
+    assert len(default) < len(looser) <= len(everything)
