@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest accepted request body")
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted image upload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
+    max_request_pixels: int = Field(200_000_000, ge=1,
+                                    description="largest total width x height of one request's images")
     batch_max_size: int = Field(32, ge=1, le=1024,
                                 description="most queries (or rerank requests) in one batch")
     rerank_max_pairs: int = Field(

@@ -35,6 +35,24 @@ def decode_upload(data: bytes, settings: Settings) -> Image.Image:
         raise InvalidQuery(str(exc)) from exc
 
 
+def check_total_pixels(uploads: list[bytes], settings: Settings) -> None:
+    """Refuse a request whose images add up to more than `max_request_pixels`, from their
+    headers alone: a few kilobytes of PNG can each decode to tens of millions of pixels, and a
+    request may carry a hundred."""
+    total = 0
+    for data in uploads:
+        try:
+            with Image.open(io.BytesIO(data), formats=tuple(UPLOAD_FORMATS)) as image:
+                pixels = image.size[0] * image.size[1]
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # decoding it names the problem, and the file
+        if pixels <= settings.max_image_pixels:  # one over its own limit is refused by name
+            total += pixels
+    if total > settings.max_request_pixels:
+        raise PayloadTooLarge(f"the images add up to {total} pixels, over the limit of "
+                              f"{settings.max_request_pixels} per request")
+
+
 async def decode_upload_off_loop(data: bytes, settings: Settings) -> Image.Image:
     """`decode_upload` in a worker thread, so other requests are served meanwhile."""
     return await asyncio.to_thread(decode_upload, data, settings)

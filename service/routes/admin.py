@@ -42,7 +42,7 @@ from service.errors import (
     Unauthorized,
     responses,
 )
-from service.images import decode_upload_off_loop, stored_suffix
+from service.images import check_total_pixels, decode_upload_off_loop, stored_suffix
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_TEXT_CHARS, ItemId
 
@@ -180,9 +180,10 @@ async def _read_uploads(request: Request,
     if not uploads:
         raise InvalidQuery("multipart body needs one or more 'files' parts")
     captions = _captions(form.get("captions"), len(uploads))
+    encoded = [await upload.read(settings.max_image_bytes + 1) for upload in uploads]
+    check_total_pixels(encoded, settings)
     files = []
-    for i, upload in enumerate(uploads):
-        data = await upload.read(settings.max_image_bytes + 1)
+    for i, (upload, data) in enumerate(zip(uploads, encoded, strict=True)):
         try:
             await decode_upload_off_loop(data, settings)  # refuse what could not be indexed
             files.append((f"{i:05d}.{stored_suffix(data)}", data))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, NotReady, PayloadTooLarge, describe, responses
-from service.images import decode_upload
+from service.images import check_total_pixels, decode_upload
 from service.pipeline import QueryPipeline
 from service.schemas import MAX_RERANK_K, MAX_TEXT_CHARS, RerankRequest, RerankResult
 
@@ -68,6 +68,7 @@ async def _by_upload(request: Request, pipeline: QueryPipeline,
         raise InvalidQuery("multipart rerank needs one or more 'files' parts")
     engine = pipeline.runtime.engine
     encoded = [await upload.read(settings.max_image_bytes + 1) for upload in uploads]
+    check_total_pixels(encoded, settings)
 
     def pixels() -> np.ndarray:
         """One upload at a time: each is decoded, cut down to the model's input and dropped

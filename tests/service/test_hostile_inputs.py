@@ -216,3 +216,21 @@ def test_bad_rerank_uploads_are_named_4xx(rerank_client: TestClient, name: str, 
     _is_named_4xx(response)
     message = response.json()["error"]["message"]
     assert message.startswith(f"files[1] ({name}): ") and problem in message, message
+
+
+def test_rerank_uploads_adding_up_past_the_request_pixel_limit_are_refused_undecoded(
+        rerank_setup: RerankSetup, monkeypatch) -> None:
+    settings = Settings(engine_dir=rerank_setup.engine, index_dir=rerank_setup.index,
+                        max_image_pixels=4_000_000, max_request_pixels=10_000_000)
+    decoded: list[int] = []
+    real = rerank.decode_upload
+    monkeypatch.setattr(rerank, "decode_upload", lambda *a: decoded.append(1) or real(*a))
+    big = hostile._encode(Image.new("RGB", (2000, 2000), "red"), "PNG")  # 4 M pixels, 20 KB
+    files = [("files", (f"{i}.png", big, "image/png")) for i in range(3)]
+    with TestClient(create_app(settings)) as c:
+        refused = c.post("/v1/rerank", data={"text": "a red circle"}, files=files)
+        accepted = c.post("/v1/rerank", data={"text": "a red circle"}, files=files[:2])
+    assert refused.status_code == 413
+    assert "add up to 12000000 pixels, over the limit of 10000000" in \
+        refused.json()["error"]["message"]
+    assert accepted.status_code == 200 and len(decoded) == 2  # the refused request decoded none
