@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from playwright.sync_api import Browser, sync_playwright
 
 from encoders.checkpoint import Checkpoint
 from encoders.config import load_config
@@ -43,3 +46,19 @@ def rerank_setup(demo: DemoPaths, tmp_path_factory: pytest.TempPathFactory) -> R
     export_bundle(ckpt.exportable(), root / "engine")
     build_index(OnnxEngine(root / "engine"), demo.gallery, root / "index")
     return RerankSetup(root / "engine", root / "index", demo.gallery)
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Debian Chromium for one test module. Not for the session: sync Playwright keeps
+    an event loop running in this thread while it is open, and later tests call asyncio.run."""
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is installed by `make test`"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

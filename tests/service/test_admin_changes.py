@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,19 +15,11 @@ from PIL import Image
 from index import update
 from service.config import Settings
 from service.main import create_app
-from training.synthetic import COLOURS
+from tests.service.samples import square_png
 from xmodal.demo import DemoPaths
 
 KEY = "admin-change-key-0123456789"
 HEADERS = {"X-API-Key": KEY}
-
-
-def _png(colour: str) -> bytes:
-    buffer = io.BytesIO()
-    image = Image.new("RGB", (128, 128), (250, 250, 250))
-    image.paste(COLOURS[colour], (32, 32, 96, 96))
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_add_delete_compact_through_the_api(demo: DemoPaths, tmp_path: Path) -> None:
@@ -36,29 +28,29 @@ def test_add_delete_compact_through_the_api(demo: DemoPaths, tmp_path: Path) -> 
     settings = Settings(engine_dir=demo.engine, index_dir=root, api_keys=[KEY])
     with TestClient(create_app(settings)) as c:
         before = c.get("/v1/index").json()
-        files = [("files", (f"{c_}.png", _png(c_), "image/png")) for c_ in ("red", "blue")]
+        files = [("files", (f"{c_}.png", square_png(c_), "image/png")) for c_ in ("red", "blue")]
         added = c.post("/v1/admin/images", files=files, headers=HEADERS,
                        data={"captions": json.dumps(["a red square", "a blue square"])})
         assert added.status_code == 200, added.text
         assert added.json()["added"] == 2 and added.json()["count"] == before["count"] + 2
         info = c.get("/v1/index").json()
         assert info["version"] == added.json()["index_version"] != before["version"]
-        hits = c.post("/v1/search/image", files={"file": ("q.png", _png("red"), "image/png")},
+        hits = c.post("/v1/search/image", files={"file": ("q.png", square_png("red"), "image/png")},
                       data={"k": "1"}).json()["results"]
         new_id = hits[0]["id"]
         assert hits[0]["caption"] == "a red square" and new_id >= before["count"]
-        assert c.get(f"/v1/images/{new_id}").content == _png("red")
+        assert c.get(f"/v1/images/{new_id}").content == square_png("red")
 
         deleted = c.post("/v1/admin/images/delete", json={"ids": [new_id, 0]}, headers=HEADERS)
         assert deleted.status_code == 200 and deleted.json()["count"] == before["count"]
-        after = c.post("/v1/search/image", files={"file": ("q.png", _png("red"), "image/png")},
+        after = c.post("/v1/search/image", files={"file": ("q.png", square_png("red"), "image/png")},
                        data={"k": "50"}).json()["results"]
         assert new_id not in {r["id"] for r in after} and 0 not in {r["id"] for r in after}
         assert c.get(f"/v1/images/{new_id}").status_code == 404
 
         compacted = c.post("/v1/admin/index/compact", headers=HEADERS)
         assert compacted.status_code == 200 and c.get("/v1/index").json()["deleted"] == 0
-        again = c.post("/v1/search/image", files={"file": ("q.png", _png("red"), "image/png")},
+        again = c.post("/v1/search/image", files={"file": ("q.png", square_png("red"), "image/png")},
                        data={"k": "50"}).json()["results"]
         assert new_id not in {r["id"] for r in again}
 

@@ -18,19 +18,11 @@ from index import update
 from service.config import Settings
 from service.errors import InvalidQuery
 from service.main import create_app
-from training.synthetic import COLOURS
+from tests.service.samples import square_png
 from xmodal.demo import DemoPaths
 
 KEY = "admin-upload-key-0123456789"
 HEADERS = {"X-API-Key": KEY}
-
-
-def _png(colour: str) -> bytes:
-    buffer = io.BytesIO()
-    image = Image.new("RGB", (128, 128), (250, 250, 250))
-    image.paste(COLOURS[colour], (32, 32, 96, 96))
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _tiff() -> bytes:
@@ -63,7 +55,7 @@ def _leftovers(root: Path) -> list[str]:
 def test_bad_captions_are_a_422_and_write_nothing(demo: DemoPaths, root: Path, captions: str,
                                                   problem: str) -> None:
     settings = Settings(engine_dir=demo.engine, index_dir=root, api_keys=[KEY])
-    files = [("files", (f"{c}.png", _png(c), "image/png")) for c in ("red", "blue")]
+    files = [("files", (f"{c}.png", square_png(c), "image/png")) for c in ("red", "blue")]
     with TestClient(create_app(settings)) as c:
         version = c.get("/v1/index").json()["version"]
         r = c.post("/v1/admin/images", files=files, data={"captions": captions}, headers=HEADERS)
@@ -78,8 +70,8 @@ def test_bad_captions_are_a_422_and_write_nothing(demo: DemoPaths, root: Path, c
 @pytest.mark.parametrize(("parts", "problem"), [
     ([("x.tif", _tiff())], "TIFF"),
     ([("x.png", b"not an image")], "files[0]"),
-    ([("a.png", _png("red")), ("x.png", b"not an image")], "files[1]"),  # after a good file
-    ([("a.png", _png("red")), ("x.tif", _tiff())], "files[1]"),
+    ([("a.png", square_png("red")), ("x.png", b"not an image")], "files[1]"),  # after a good file
+    ([("a.png", square_png("red")), ("x.tif", _tiff())], "files[1]"),
 ])
 def test_bad_images_are_a_422_and_write_nothing(demo: DemoPaths, root: Path,
                                                 parts: list[tuple[str, bytes]],
@@ -104,7 +96,7 @@ def test_a_failure_after_the_upload_is_written_removes_it(demo: DemoPaths, root:
     settings = Settings(engine_dir=demo.engine, index_dir=root, api_keys=[KEY])
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.post("/v1/admin/images", headers=HEADERS,
-                   files=[("files", ("a.png", _png("red"), "image/png"))])
+                   files=[("files", ("a.png", square_png("red"), "image/png"))])
     assert r.status_code == 500
     assert _leftovers(root) == []
 
@@ -114,14 +106,14 @@ def test_added_items_have_paths_relative_to_the_collection(demo: DemoPaths, root
     settings = Settings(engine_dir=demo.engine, index_dir=root, api_keys=[KEY])
     with TestClient(create_app(settings)) as c:
         added = c.post("/v1/admin/images", headers=HEADERS,
-                       files=[("files", ("red.png", _png("red"), "image/png"))],
+                       files=[("files", ("red.png", square_png("red"), "image/png"))],
                        data={"captions": json.dumps(["a red square"])})
         assert added.status_code == 200, added.text
-        hit = c.post("/v1/search/image", files={"file": ("q.png", _png("red"), "image/png")},
+        hit = c.post("/v1/search/image", files={"file": ("q.png", square_png("red"), "image/png")},
                      data={"k": "1"}).json()["results"][0]
-        knn = c.post("/knn-service", json={"image": base64.b64encode(_png("red")).decode(),
+        knn = c.post("/knn-service", json={"image": base64.b64encode(square_png("red")).decode(),
                                                  "num_images": 1}).json()[0]
-        assert c.get(f"/v1/images/{hit['id']}").content == _png("red")
+        assert c.get(f"/v1/images/{hit['id']}").content == square_png("red")
     assert hit["caption"] == "a red square"
     for path in (hit["path"], knn["image_path"]):
         assert not Path(path).is_absolute() and str(tmp_path) not in path, path
@@ -131,8 +123,8 @@ def test_added_items_have_paths_relative_to_the_collection(demo: DemoPaths, root
     manifest = update.reindex(OnnxEngine(demo.engine), root, new_root)
     settings = Settings(engine_dir=demo.engine, index_dir=new_root, api_keys=[KEY])
     with TestClient(create_app(settings)) as c:
-        assert c.get(f"/v1/images/{hit['id']}").content == _png("red")
-        again = c.post("/v1/search/image", files={"file": ("q.png", _png("red"), "image/png")},
+        assert c.get(f"/v1/images/{hit['id']}").content == square_png("red")
+        again = c.post("/v1/search/image", files={"file": ("q.png", square_png("red"), "image/png")},
                        data={"k": "1"}).json()["results"][0]
     assert manifest.skipped == 0 and again["path"] == hit["path"]
 

@@ -4,30 +4,17 @@ results, an empty answer says so, and a body that is not JSON is reported, not t
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from importlib import resources
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
-
-from tests.service.test_web_page import CHROMIUM_FLAGS
+from playwright.sync_api import Browser, Page, Route
 
 ORIGIN = "http://xmodal.test"
 PAGE = resources.files("service").joinpath("static/index.html").read_text(encoding="utf-8")
 READY = {"status": "ready", "engine_id": "e", "index_version": "v", "count": 2, "rerank": False}
 HIT = {"id": 1, "score": 0.9, "match_probability": None, "path": "a.png", "caption": "a red circle",
        "fields": {}, "thumbnail_url": "/v1/images/1"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is installed by `make test`"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def _json(status: int, body: object) -> Callable[[Route], None]:
