@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ class Filter:
 
 
 GET_CHUNK = 999
+CACHED_ITEMS = 16_384  # decoded items kept per store (a few MB): the popular results
 MAX_FILTER_FIELDS = 32  # far below SQLite's expression depth limit (1000)
 SQLITE_INTS = (-(2**63), 2**63 - 1)
 
@@ -113,22 +115,40 @@ def read_all(path: Path) -> list[Item]:
 
 
 class MetadataStore:
-    """Read-only access, safe to share between the server's worker threads."""
+    """Read-only access, safe to share between the server's worker threads.
 
-    def __init__(self, path: Path) -> None:
+    A store never changes once published, so decoded items are kept (up to CACHED_ITEMS, least
+    recently used dropped first): a search's hits are mostly items other searches returned,
+    and reading and JSON-decoding them again was a tenth of a batch's work on the worker.
+    Items are shared between callers: read-only.
+    """
+
+    def __init__(self, path: Path, cached: int = CACHED_ITEMS) -> None:
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.Lock()
+        self._cached = cached
+        self._items: OrderedDict[int, Item] = OrderedDict()
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
-        rows = []
+        """The items of those `ids` that exist, by id."""
+        found: dict[int, Item] = {}
         with self._lock:
+            for i in ids:
+                item = self._items.get(int(i))
+                if item is not None:
+                    self._items.move_to_end(item.id)
+                    found[item.id] = item
+            missing = [int(i) for i in ids if int(i) not in found]
             # in chunks: SQLite builds older than 3.32 take at most 999 parameters a statement
-            for start in range(0, len(ids), GET_CHUNK):
-                chunk = [int(i) for i in ids[start : start + GET_CHUNK]]
-                rows += self._db.execute(
-                    f"SELECT id, path, caption, fields FROM items WHERE id IN "
-                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
-        return {r[0]: Item(r[0], r[1], r[2], json.loads(r[3])) for r in rows}
+            for start in range(0, len(missing), GET_CHUNK):
+                chunk = missing[start : start + GET_CHUNK]
+                for r in self._db.execute(
+                        f"SELECT id, path, caption, fields FROM items WHERE id IN "
+                        f"({','.join('?' * len(chunk))})", chunk):
+                    found[r[0]] = self._items[r[0]] = Item(r[0], r[1], r[2], json.loads(r[3]))
+            while len(self._items) > self._cached:
+                self._items.popitem(last=False)
+        return found
 
     def matching(self, where: Filter) -> np.ndarray:
         """Ids of items whose fields satisfy `where`, ascending."""

@@ -220,8 +220,7 @@ class Searcher:
 
     def _hits(self, scores: np.ndarray, pos: np.ndarray) -> list[list[Hit]]:
         ids = np.where(pos >= 0, self.ids[np.maximum(pos, 0)], -1)
-        items = self.metadata.get(sorted({int(i) for i in ids.ravel() if i >= 0}))
-        return [
-            [Hit(int(i), float(s), items[int(i)]) for s, i in zip(row_s, row_i) if i >= 0]
-            for row_s, row_i in zip(scores, ids)
-        ]
+        items = self.metadata.get(np.unique(ids[ids >= 0]).tolist())
+        # as Python numbers first: iterating numpy rows makes a numpy scalar per element
+        return [[Hit(i, s, items[i]) for s, i in zip(row_s, row_i) if i >= 0]
+                for row_s, row_i in zip(scores.tolist(), ids.tolist())]

@@ -156,7 +156,8 @@ class QueryPipeline:
         """
         batcher: MicroBatcher = self._vectors
         if isinstance(query, str):
-            cached = self._cached("embedding", _key("text-embedding", self.engine_id, query))
+            cached = None if self.cache is None else self._cached(
+                "embedding", _key("text-embedding", self.engine_id, query))
             if cached is None:
                 batcher = self._texts
             else:

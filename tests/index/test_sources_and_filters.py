@@ -91,6 +91,23 @@ def test_metadata_of_more_ids_than_one_statement_takes(tmp_path) -> None:
     assert sorted(items) == list(range(2500)) and items[1234].fields == {"n": 1234}
 
 
+def test_metadata_kept_in_memory_is_bounded_and_read_the_same(tmp_path) -> None:
+    write_store(tmp_path / "m.sqlite", (Item(i, f"{i}.png", f"caption {i}", {"n": i})
+                                        for i in range(100)))
+    store = MetadataStore(tmp_path / "m.sqlite", cached=10)
+    try:
+        first = store.get(list(range(30)))
+        again = store.get([5, 29, 28, 500])  # 5 was dropped, 28 and 29 were kept
+        kept = list(store._items)
+        mixed = store.get(list(range(95, 100)) + [29])
+    finally:
+        store.close()
+    assert first[7] == Item(7, "7.png", "caption 7", {"n": 7})
+    assert sorted(again) == [5, 28, 29] and again[29] is first[29] and again[5] == first[5]
+    assert len(kept) == 10 and kept[-3:] == [29, 28, 5] and 20 not in kept
+    assert sorted(mixed) == [29, 95, 96, 97, 98, 99] and mixed[97].fields == {"n": 97}
+
+
 def test_dataset_file_stores_user_fields(filtered) -> None:
     item = filtered.metadata.get([3])[3]
     assert item.fields == {"tag": "odd", "date": "2024-01-04"} and item.caption
