@@ -18,6 +18,7 @@ from PIL import Image
 
 from encoders.bundle import EngineManifest, read_manifest
 from encoders.errors import BundleError, InputError
+from encoders.length_groups import length_groups
 from encoders.preprocess import preprocess
 from encoders.roles import IMAGE, RERANKER, TEXT
 from encoders.tokenizer import TextTokenizer
@@ -30,6 +31,13 @@ PROVIDER_PREFERENCE = (
     "CUDAExecutionProvider",
     "CPUExecutionProvider",
 )
+
+
+# A text call's fixed cost on CPU in tokens' worth of compute, for splitting batches by length
+# (length_groups): 32 emoji names take 20% less time with it on a 6-layer MiniLM tower, and no
+# longer on a 2-layer one (2 cores). A constant, not timed at load, so a text's embedding
+# does not depend on how busy the machine was when the engine loaded.
+CPU_TEXT_CALL_TOKENS = 32.0
 
 
 class Engine(Protocol):
@@ -74,6 +82,11 @@ class OnnxEngine:
         }
         tok = self.manifest.tokenizer
         self.tokenizer = TextTokenizer.from_file(self.path / tok.file, tok.max_length, tok.pad_token)
+        # what splitting a text batch by length may trade one more call for: on a GPU,
+        # padding is nearly free and a call is not, so batches stay whole there
+        running = {p for session in self._sessions.values() for p in session.get_providers()}
+        on_gpu = bool(running - {"CPUExecutionProvider"})
+        self.text_call_tokens = float("inf") if on_gpu else CPU_TEXT_CALL_TOKENS
         log.info("engine %s loaded with %s", self.engine_id, self.providers)
 
     def _open(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -109,8 +122,19 @@ class OnnxEngine:
         return self.encode_pixels(self.pixels(images))["image_embeds"]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> embeddings; a batch of mixed lengths runs as several calls when padding
+        every text to the longest would cost more than the extra calls (see length_groups)."""
         ids, mask = self.tokenizer.encode(texts)
-        return self._run(TEXT, {"input_ids": ids, "attention_mask": mask})["text_embeds"]
+        lengths = mask.sum(axis=1)
+        groups = length_groups(lengths, self.text_call_tokens)
+        if len(groups) == 1:
+            return self._run(TEXT, {"input_ids": ids, "attention_mask": mask})["text_embeds"]
+        out = np.empty((len(ids), self.dim), np.float32)
+        for group in groups:
+            width = int(lengths[group].max())  # texts are right-padded: the rest is padding
+            feeds = {"input_ids": ids[group, :width], "attention_mask": mask[group, :width]}
+            out[group] = self._run(TEXT, feeds)["text_embeds"]
+        return out
 
     def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """Match probability of each (image tokens, text) pair: tokens (b, n, w), b texts -> (b,)."""

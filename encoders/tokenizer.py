@@ -30,7 +30,7 @@ class TextTokenizer:
         pad_id = tokenizer.token_to_id(pad_token)
         if pad_id is None:
             raise InputError(f"padding token {pad_token!r} is not in the tokenizer's vocabulary")
-        self._pad_id = pad_id
+        self.pad_id = pad_id
         self.max_length = max_length
         self.pad_token = pad_token
         self._tok = tokenizer
@@ -57,7 +57,7 @@ class TextTokenizer:
         encodings = (self._tok.encode_batch(texts) if len(texts) >= PARALLEL_FROM
                      else [self._tok.encode(text) for text in texts])  # each unpadded
         width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(texts), width), self._pad_id, np.int64)
+        ids = np.full((len(texts), width), self.pad_id, np.int64)
         mask = np.zeros((len(texts), width), np.int64)
         for row, e in enumerate(encodings):
             ids[row, : len(e.ids)] = e.ids

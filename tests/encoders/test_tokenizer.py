@@ -20,8 +20,7 @@ def test_texts_are_right_padded_to_the_longest_and_truncated(tok) -> None:
     assert ids.dtype == mask.dtype == np.int64
     assert ids.shape == mask.shape == (3, 6)  # the longest is truncated to max_length
     assert mask.tolist() == [[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1] * 6]
-    pad = tok._tok.token_to_id(tok.pad_token)
-    assert (ids[mask == 0] == pad).all() and (ids[mask == 1] != pad).all()
+    assert (ids[mask == 0] == tok.pad_id).all() and (ids[mask == 1] != tok.pad_id).all()
 
 
 @pytest.mark.parametrize("count", [1, 3, 40])
