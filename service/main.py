@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from service.config import Settings
 from service.errors import (
@@ -22,7 +23,16 @@ from service.limits import BodySizeLimit
 from service.metrics import Metrics
 from service.openapi import with_hoisted_defs
 from service.pipeline import QueryPipeline, make_cache
-from service.routes import admin, clip_retrieval, health, images, index_info, rerank, search, web
+from service.routes import (
+    admin,
+    clip_retrieval,
+    health,
+    images,
+    index_info,
+    rerank,
+    search,
+    web,
+)
 from service.runtime import Runtime
 from service.serving import LeaseMiddleware, Serving
 
@@ -44,8 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.serving.close()
 
     # metrics are Prometheus (/metrics); FastAPI's OpenTelemetry bridge would otherwise look
-    # for a configured provider on every request
-    app = FastAPI(title="xmodal", version="0.1.0", lifespan=lifespan,
+    # for a configured provider on every request. /docs loads Swagger UI from this server
+    # (FastAPIOffline), so it works where no CDN can be reached; ReDoc would still fetch its
+    # logo from one, and one docs page is enough.
+    app = FastAPIOffline(redoc_url=None, title="xmodal", version="0.1.0", lifespan=lifespan,
                   description="Cross-modal text/image retrieval.",
                   responses=responses(PayloadTooLarge, ServiceError),
                   telemetry={"tracing": False, "metrics": False, "logs": False})

@@ -78,3 +78,16 @@ def test_rerank_toggle_is_disabled_without_a_reranker(demo: DemoPaths, browser: 
         page.goto(url)
         page.wait_for_selector("#status:has-text('images')")
         assert page.is_disabled("#rerank")
+
+
+def test_the_api_docs_render_from_this_server_alone(demo: DemoPaths, browser: Browser) -> None:
+    """Swagger UI loads its scripts from the service, so it works offline."""
+    with live_server(demo.engine, demo.index) as url:
+        page = browser.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"{url}/docs")
+        page.wait_for_selector(".opblock-summary-path:has-text('/v1/search/text')")
+        page.wait_for_selector(".opblock-summary-path:has-text('/knn-service')")
+    elsewhere = [u for u in requested if not u.startswith(f"{url}/")]
+    assert requested and not elsewhere, elsewhere
