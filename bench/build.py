@@ -103,8 +103,8 @@ def main(engine_dir: Path, images: Path | None, count: int, batch_size: int,
                          "images_per_s": s.images_per_s, "of_raw": s.images_per_s / raw,
                          "engine_busy": s.inference_s / s.seconds,
                          "end_to_end_images_per_s": len(paths) / total})
-    lines = [f"# xmodal bench build ({len(paths)} images, batch {batch_size}, "
-             f"{os.cpu_count()} CPU cores, engine {engine.engine_id})", "",
+    lines = [(f"# xmodal bench build ({len(paths)} images, batch {batch_size}, "
+             f"{os.cpu_count()} CPU cores, engine {engine.engine_id})"), "",
              "| pipeline | images/s | of raw engine | engine busy | incl. FAISS + publish |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -118,8 +118,8 @@ def main(engine_dir: Path, images: Path | None, count: int, batch_size: int,
 
                 images = write_gallery(Path(tmp) / "captioned", min(count, 500), seed=21)
             pooled = token_pool_recall(engine, images, pools)
-        lines += ["", "Reranker token store: recall cost of pooling (text -> image, ITM+ITC "
-                  "over the ITC top-16)", "",
+        lines += ["", ("Reranker token store: recall cost of pooling (text -> image, ITM+ITC "
+                  "over the ITC top-16)"), "",
                   "| tokens per image | bytes per image | dual R@1 | rerank R@1 | rerank R@5 |",
                   "|---|---|---|---|---|"]
         for r in pooled:

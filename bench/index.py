@@ -114,12 +114,12 @@ def measure(n: int, dim: int, target: float, n_queries: int, seed: int,
 
 def render(rows: list[Row], target: float, dim: int) -> str:
     lines = [
-        f"# xmodal bench index (d={dim}, recall target {target} (tuned to +{TUNE_MARGIN} on "
+        (f"# xmodal bench index (d={dim}, recall target {target} (tuned to +{TUNE_MARGIN} on "
         f"separate queries), {os.cpu_count()} CPU cores, "
-        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads)",
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads)"),
         "",
-        "| n | index | search params | build+tune s | recall@10 vs exact | QPS batch 1 | "
-        "QPS batch 64 | speed-up b1 | speed-up b64 | index MB |",
+        ("| n | index | search params | build+tune s | recall@10 vs exact | QPS batch 1 | "
+        "QPS batch 64 | speed-up b1 | speed-up b64 | index MB |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     flat = {r.n: r for r in rows if r.index == "Flat"}

@@ -239,26 +239,26 @@ def _verdict(ok: bool) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"# xmodal bench serve (engine {report['engine']}, index {report['index']}, "
+    lines = [(f"# xmodal bench serve (engine {report['engine']}, index {report['index']}, "
              f"{os.cpu_count()} CPU cores shared by the servers and the load generator, "
              f"at most {report['requests_per_row']} requests or {report['seconds_per_row']} s "
-             "per row, cache off)", "",
-             "| server | clients | rerank | requests | non-200 | req/s | p50 ms | p99 ms "
-             "| server CPU ms/req | client CPU ms/req |",
+             "per row, cache off)"), "",
+             ("| server | clients | rerank | requests | non-200 | req/s | p50 ms | p99 ms "
+             "| server CPU ms/req | client CPU ms/req |"),
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["rows"]:
         lines.append(f"| {r['server']} | {r['concurrency']} | {'yes' if r['rerank'] else 'no'} | "
                      f"{r['requests']} | {r['non_200']} | {r['req_per_s']} | {r['p50_ms']} | "
                      f"{r['p99_ms']} | {r['server_cpu_ms']} | {r['client_cpu_ms']} |")
     goal = 1 + report["goals"]["overhead_max"]
-    lines += ["", "Overhead at 1 client (p50 service / p50 raw encode + search [+ rerank], same "
+    lines += ["", ("Overhead at 1 client (p50 service / p50 raw encode + search [+ rerank], same "
               "queries, interleaved; requests encoded before timing, one blocking connection). "
               "Beside it, p50 round trips that do no work, timed in the same loop: a socket "
               "echo process (the loopback floor), a bare ASGI app under uvicorn, and the "
               "service's GET /healthz; *best* is (raw + the bare app's round trip) / raw, the "
-              "least any uvicorn-served app could reach:", "",
-              f"| server | rerank | raw p50 ms | service p50 ms | ratio | goal ≤ {goal:.2f} "
-              "| echo ms | bare app ms | /healthz ms | best | ids equal raw |",
+              "least any uvicorn-served app could reach:"), "",
+              (f"| server | rerank | raw p50 ms | service p50 ms | ratio | goal ≤ {goal:.2f} "
+              "| echo ms | bare app ms | /healthz ms | best | ids equal raw |"),
               "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for o in report["overhead"]:
         ok = o["ratio"] is not None and o["ratio"] <= goal
@@ -268,8 +268,8 @@ def render(report: dict[str, Any]) -> str:
                      f"{o['service_p50_ms']} | {o['ratio']} | {_verdict(ok)} | {floor['echo']} | "
                      f"{floor['app']} | {floor['healthz_' + o['server']]} | {best} | "
                      f"{o['agreement']:.1%} |")
-    lines += ["", "Micro-batching on vs off (throughput ratio in alternating rounds at the top "
-              "concurrency):", ""]
+    lines += ["", ("Micro-batching on vs off (throughput ratio in alternating rounds at the top "
+              "concurrency):"), ""]
     for g in report["batching_gain"]:
         ok = g["ratio"] is not None and g["ratio"] >= report["goals"]["batching_gain_min"]
         lines.append(f"- {g['concurrency']} clients, rerank {'yes' if g['rerank'] else 'no'}: "

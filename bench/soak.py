@@ -139,20 +139,20 @@ def passed(report: dict[str, Any]) -> bool:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"soak: {report['clients']} clients, {report['seconds']} s, "
-             f"{report['hostile_share']:.0%} hostile, rerank {'on' if report['rerank'] else 'off'}",
-             "", "| kind | " + " | ".join(["requests", "by status"]) + " |", "| --- | ---: | --- |"]
+    lines = [(f"soak: {report['clients']} clients, {report['seconds']} s, "
+             f"{report['hostile_share']:.0%} hostile, rerank {'on' if report['rerank'] else 'off'}"),
+             "", "| kind | " + "requests | by status" + " |", "| --- | ---: | --- |"]
     for kind, statuses in report["by_kind"].items():
         counts = ", ".join(f"{code}: {n}" for code, n in statuses.items())
         lines.append(f"| {kind} | {sum(statuses.values())} | {counts} |")
     lines += ["",
               f"- requests: {report['requests']} ({report['req_per_s']} req/s); by status: "
               + ", ".join(f"{c}: {n}" for c, n in report["by_status"].items()),
-              f"- 5xx: {report['server_errors']}; failed valid requests: {report['failed_valid']}; "
-              f"no answer: {report['no_answer']}; hostile answered 2xx: {report['hostile_accepted']}",
+              (f"- 5xx: {report['server_errors']}; failed valid requests: {report['failed_valid']}; "
+              f"no answer: {report['no_answer']}; hostile answered 2xx: {report['hostile_accepted']}"),
               f"- valid latency: p50 {report['valid_p50_ms']} ms, p99 {report['valid_p99_ms']} ms",
-              f"- server RSS: {report['rss_start_kib'] / 1024:.1f} MiB after warm-up → "
-              f"{report['rss_end_kib'] / 1024:.1f} MiB at the end ({report['rss_growth_pct']:+.1f}%)",
+              (f"- server RSS: {report['rss_start_kib'] / 1024:.1f} MiB after warm-up → "
+              f"{report['rss_end_kib'] / 1024:.1f} MiB at the end ({report['rss_growth_pct']:+.1f}%)"),
               f"- result: {'PASS' if passed(report) else 'FAIL'}"]
     return "\n".join(lines)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
-
 from torch import nn
 
 from encoders.config import from_dict, to_dict

@@ -129,7 +129,7 @@ def from_dict(data: dict[str, Any]) -> ModelConfig:
 
 def _build(kind: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a JSON object")
+        raise ValueError(f"{where} must be a JSON object")  # noqa: TRY004 - a config error
     hints = typing.get_type_hints(kind)
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(data) - known)

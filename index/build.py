@@ -24,7 +24,12 @@ from index.executors import Progress, run_local
 from index.metadata import Item
 from index.shards import Assembled, Plan, assemble, prepare_work
 from index.sources import (  # noqa: F401 - re-exported: callers import these from here
-    CAPTIONS_FILE, IMAGE_SUFFIXES, Record, list_images, read_captions, read_source,
+    CAPTIONS_FILE,
+    IMAGE_SUFFIXES,
+    Record,
+    list_images,
+    read_captions,
+    read_source,
 )
 from index.writer import Contents, write_contents, write_skipped
 

@@ -33,8 +33,14 @@ import numpy as np
 from encoders.engine import Engine
 from encoders.errors import InputError
 from index import bundle
-from index.build import (BuildOptions, build_records, encode_captions, encode_records,
-                         finish_work, publish_contents)
+from index.build import (
+    BuildOptions,
+    build_records,
+    encode_captions,
+    encode_records,
+    finish_work,
+    publish_contents,
+)
 from index.errors import IndexError_
 from index.metadata import Item, read_all
 from index.sources import TAR_SEP, Record, read_source

@@ -122,4 +122,4 @@ def write_skipped(folder: Path, errors: list[tuple[str, str]]) -> None:
     (folder / bundle.SKIPPED_FILE).write_text("".join(line + "\n" for line in lines))
 
 
-__all__ = ["Contents", "write_contents", "write_skipped", "recall_at"]
+__all__ = ["Contents", "recall_at", "write_contents", "write_skipped"]

@@ -115,7 +115,7 @@ class MicroBatcher(Generic[T, R]):
         """The batch's results; if the call fails, each item's own result or error."""
         try:
             return self._fn(items)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - isolated below, item by item
             if len(items) == 1:
                 return [_Failed(exc)]
             log.warning("a batch of %d failed (%r); running its items one by one", len(items), exc)
@@ -123,7 +123,7 @@ class MicroBatcher(Generic[T, R]):
         for item in items:
             try:
                 outcomes.append(self._fn([item])[0])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the item's caller gets it
                 outcomes.append(_Failed(exc))
         return outcomes
 

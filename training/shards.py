@@ -34,7 +34,7 @@ def _captions_of(parts: dict[str, bytes], where: str) -> tuple[str, ...]:
 
 def _read_shard(path: Path, split: str) -> list[Record]:
     try:
-        tar = tarfile.open(path)
+        tar = tarfile.open(path)  # noqa: SIM115 - closed by the `with` below, once opened
     except (OSError, tarfile.TarError) as exc:
         raise DatasetError(f"cannot open shard {path}: {exc}") from exc
     samples: dict[str, dict[str, bytes]] = {}

@@ -56,8 +56,8 @@ def _file(path: str, spec: ImagePreprocess, split: str) -> PairData:
     if not decoded.records:
         raise ValueError(f"{path} has no readable {split!r} images")
     return PairData(preprocess(decoded.images, spec), [list(r.captions) for r in decoded.records],
-                    names=[f"{path} ({split}): {len(decoded.records)} images, "
-                           f"{decoded.skipped} unreadable skipped"])
+                    names=[(f"{path} ({split}): {len(decoded.records)} images, "
+                           f"{decoded.skipped} unreadable skipped")])
 
 
 def load_source(name: str, count: int, seed: int, size: int, spec: ImagePreprocess,

@@ -138,7 +138,7 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, Batches, dict | None, Checkpoi
     return state, batches, (batches.validation(val) if val else None), Checkpoint(model, tokenizer, spec, info)
 
 
-def _open_log(out: Path, start: int):  # noqa: ANN202 - a text file handle
+def _open_log(out: Path, start: int):
     """Keep the log lines of completed steps only, so a resumed run's log matches a clean one."""
     path = out / LOG_FILE
     kept = []

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import APIRouter, Request

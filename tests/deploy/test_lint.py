@@ -24,7 +24,7 @@ YAMLLINT_CONFIG = DEPLOY / ".yamllint.yaml"
 
 def _run(tool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def _broken_copy(source: Path, old: str, new: str, dest: Path) -> Path:

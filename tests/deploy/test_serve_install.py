@@ -67,7 +67,7 @@ def _wait_ready(url: str, server: subprocess.Popen, log: Path) -> None:
 
 def _healthcheck(python: Path, env: dict[str, str], cwd: Path) -> int:
     return subprocess.run([str(python), str(DEPLOY / "healthcheck.py")], env=env, cwd=cwd,
-                          capture_output=True, timeout=30).returncode
+                          capture_output=True, timeout=30, check=False).returncode
 
 
 @pytest.mark.timeout(900)

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from encoders.bundle import read_manifest
+from encoders.checkpoint import Checkpoint
 from encoders.clip import DualEncoder
 from encoders.config import load_config
 from encoders.engine import OnnxEngine
 from encoders.errors import BundleError, InputError, ParityError
-from encoders.checkpoint import Checkpoint
 from encoders.export import export_bundle
 from encoders.preprocess import ImagePreprocess, preprocess
 from encoders.tokenizer import train_word_tokenizer

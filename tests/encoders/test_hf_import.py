@@ -25,8 +25,7 @@ from encoders.export import export_bundle
 from encoders.hf import load_hf
 from encoders.preprocess import ImagePreprocess, preprocess
 
-WORDS = ("a photo of dog cat red blue green cube ball left right the and on under big small "
-         "two three tree car house").split()
+WORDS = ["a", "photo", "of", "dog", "cat", "red", "blue", "green", "cube", "ball", "left", "right", "the", "and", "on", "under", "big", "small", "two", "three", "tree", "car", "house"]
 TEXTS = ["a photo of a dog", "red cube left of blue ball", "two cats",
          "a big green tree and a small house on the left of the red car under a blue ball " * 2,
          "the zebra", "cat", "three small blue cubes on a red car"]  # long (truncated), OOV, short

@@ -67,7 +67,7 @@ def test_animated_image_uses_its_first_frame() -> None:
     frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
-    red, green, blue = load_image(buffer.getvalue()).getpixel((8, 8))
+    red, _, blue = load_image(buffer.getvalue()).getpixel((8, 8))
     assert red > 200 and blue < 50
 
 

@@ -9,8 +9,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 import httpx
 

@@ -40,7 +40,7 @@ def test_image_upload_finds_the_same_image_first(client: TestClient, demo: DemoP
 def test_base64_json_image_query_matches_multipart(client: TestClient, demo: DemoPaths) -> None:
     data = base64.b64encode(_gallery_png(demo)).decode()
     body = client.post("/v1/search/image", json={"image_base64": data, "k": 3}).json()
-    assert [r["path"] for r in body["results"]][0] == "scene-00010.png"
+    assert body["results"][0]["path"] == "scene-00010.png"
 
 
 @pytest.mark.parametrize("encode", [

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from encoders.engine import OnnxEngine
 from encoders.preprocess import load_image
 from index.metadata import Item
-from index.sources import read_captions
 from index.search import Hit, Searcher
+from index.sources import read_captions
 from service.config import Settings
 from service.main import create_app
 from service.ranking import search_body

@@ -52,7 +52,8 @@ def test_serving_path_works_with_torch_unimportable(demo: DemoPaths) -> None:
         assert not any(m.startswith(("torch.", "transformers")) for m in sys.modules)
         print("ok")
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")
 

@@ -1,5 +1,10 @@
-from training.compositional import (HELD_OUT_BINDINGS, HELD_OUT_TRIPLES, SIZES, compositional_scenes,
-                                    render_scene)
+from training.compositional import (
+    HELD_OUT_BINDINGS,
+    HELD_OUT_TRIPLES,
+    SIZES,
+    compositional_scenes,
+    render_scene,
+)
 from training.synthetic import COLOURS
 
 

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.datasets import (DatasetError, decode, load_coco, load_dataset, load_karpathy,
-                               load_table, write_karpathy)
+from training.datasets import (
+    DatasetError,
+    decode,
+    load_coco,
+    load_dataset,
+    load_karpathy,
+    load_table,
+    write_karpathy,
+)
 from training.shards import load_shards
 
 

@@ -9,7 +9,7 @@ from training.options import PRESETS, add_arguments, config_from_args
 from xmodal.demo import prepare
 
 
-def _parse(argv: list[str]):  # noqa: ANN202
+def _parse(argv: list[str]):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return config_from_args(parser.parse_args(argv))
