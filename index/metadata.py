@@ -131,14 +131,15 @@ class MetadataStore:
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
         """The items of those `ids` that exist, by id."""
+        wanted = [int(i) for i in ids]
         found: dict[int, Item] = {}
         with self._lock:
-            for i in ids:
-                item = self._items.get(int(i))
+            for i in wanted:
+                item = self._items.get(i)
                 if item is not None:
-                    self._items.move_to_end(item.id)
-                    found[item.id] = item
-            missing = [int(i) for i in ids if int(i) not in found]
+                    self._items.move_to_end(i)
+                    found[i] = item
+            missing = [i for i in wanted if i not in found]
             # in chunks: SQLite builds older than 3.32 take at most 999 parameters a statement
             for start in range(0, len(missing), GET_CHUNK):
                 chunk = missing[start : start + GET_CHUNK]
