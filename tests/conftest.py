@@ -1,4 +1,5 @@
-"""Shared fixtures: a demo pipeline trained once per session, and a second, different engine."""
+"""Shared fixtures: a demo pipeline trained once per session, and a second, different engine
+(as a bundle, and loaded once)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from encoders.engine import OnnxEngine
 from xmodal import cli
 from xmodal.demo import DemoPaths
 
@@ -27,3 +29,8 @@ def other_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert cli.main(argv) == 0
     assert cli.main(["export", "--checkpoint", str(root / "ckpt"), "--out", str(root / "engine")]) == 0
     return root / "engine"
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(other_engine: Path) -> OnnxEngine:
+    return OnnxEngine(other_engine, threads=1)

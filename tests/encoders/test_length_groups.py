@@ -1,9 +1,6 @@
 """Texts split into engine calls by length: cheapest split, and the same embeddings either way."""
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 
 from encoders.engine import CPU_TEXT_CALL_TOKENS, OnnxEngine
 from encoders.length_groups import length_groups
@@ -47,12 +44,8 @@ def test_the_split_is_the_cheapest() -> None:
     assert best <= cost([order])
 
 
-@pytest.fixture(scope="module")
-def engine(other_engine: Path) -> OnnxEngine:
-    return OnnxEngine(other_engine, threads=1)
-
-
-def test_split_calls_give_the_embeddings_of_one_call(engine: OnnxEngine, monkeypatch) -> None:
+def test_split_calls_give_the_embeddings_of_one_call(tiny_engine: OnnxEngine, monkeypatch) -> None:
+    engine = tiny_engine
     texts = ["red", "a small red circle left of a big blue square", "blue square", "circle"] * 3
     assert engine.text_call_tokens == CPU_TEXT_CALL_TOKENS
     monkeypatch.setattr(engine, "text_call_tokens", float("inf"))

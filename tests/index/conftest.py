@@ -1,4 +1,4 @@
-"""Index-test fixtures: the tiny engine loaded once, and small galleries with a broken file."""
+"""Index-test fixtures: small galleries with a broken file, and a second tiny engine."""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ import pytest
 from encoders.engine import OnnxEngine
 from training.synthetic import write_gallery
 from xmodal import cli
-
-
-@pytest.fixture(scope="session")
-def tiny_engine(other_engine: Path) -> OnnxEngine:
-    return OnnxEngine(other_engine, threads=1)
 
 
 @pytest.fixture(scope="session")
