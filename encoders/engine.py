@@ -39,6 +39,16 @@ PROVIDER_PREFERENCE = (
 # does not depend on how busy the machine was when the engine loaded.
 CPU_TEXT_CALL_TOKENS = 32.0
 
+# How long an idle ONNX Runtime thread spins for more work before it sleeps. Waking a sleeping
+# thread costs tens of microseconds, paid once per parallel operator; a short spin covers the
+# gaps between operators and between back-to-back batches, and gives the core back soon after
+# the load stops. Against no spinning, same-run A/B on 2 cores with batching on: a 6-layer
+# MiniLM text tower answers one client 33% sooner and 32 clients 8-11% faster; the 2-layer
+# default model answers one client 3-14% sooner and 32 clients between 9% slower and 3%
+# faster (its event loop, not the engine, is what is short of CPU there). ONNX Runtime's
+# own default, a longer spin, cost that model 10% at 32 clients.
+SPIN_US = 300
+
 
 class Engine(Protocol):
     """What the rest of the system needs from an engine, whatever runs it."""
@@ -68,14 +78,16 @@ class OnnxEngine:
         bundle: str | Path,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        spin_us: int = SPIN_US,
     ) -> None:
         self.path = Path(bundle)
         self.manifest = read_manifest(self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        # Idle ORT threads otherwise spin for a while after each run, taking cores from the
-        # web server, FAISS and other sessions in the same process.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if spin_us < 0:
+            raise ValueError(f"spin_us must be >= 0, got {spin_us}")
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin_us > 0)))
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
         self.providers = list(providers) if providers else available_providers()
         self._sessions = {
             role: self._open(graph.file, options) for role, graph in self.manifest.graphs.items()

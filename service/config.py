@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from encoders.engine import SPIN_US
+
 DEMO_DIR = Path("var/demo")
 MIN_KEY_CHARS = 16
 PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "admin", "xmodal", "test",
@@ -24,6 +26,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
     threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads")
+    spin_us: int = Field(SPIN_US, ge=0, le=100_000, description="how long idle ONNX Runtime "
+                         "threads spin for work before sleeping, in µs (0: never spin)")
     log_level: str = Field("info", description="root log level")
     redis_url: str | None = Field(None, description="Redis for the shared cache; unset: in-process")
     cache_entries: int = Field(10_000, ge=0, description="in-process cache size (0: no cache)")

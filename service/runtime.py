@@ -24,7 +24,7 @@ class Runtime:
     @classmethod
     def load(cls, settings: Settings) -> Runtime:
         """Load engine and index; raises if the index was built by another engine."""
-        engine = OnnxEngine(settings.engine_dir, threads=settings.threads)
+        engine = OnnxEngine(settings.engine_dir, threads=settings.threads, spin_us=settings.spin_us)
         searcher = Searcher(settings.index_dir, engine.engine_id)
         log.info("serving index %s (%d images) with engine %s",
                  searcher.version, searcher.manifest.count, engine.engine_id)

@@ -17,6 +17,7 @@ from encoders.errors import BundleError
 from index.errors import EngineMismatchError
 from service.config import Settings
 from service.main import create_app
+from service.runtime import Runtime
 from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
 
@@ -33,6 +34,30 @@ def test_index_from_another_engine_is_refused_naming_both_ids(
     with pytest.raises(EngineMismatchError) as caught, TestClient(app):
         pass
     assert index_engine in str(caught.value) and running_engine in str(caught.value)
+
+
+@pytest.mark.parametrize(("env", "allowed", "duration"), [({}, "1", "300"),
+                                                          ({"XMODAL_SPIN_US": "0"}, "0", "0")])
+def test_engine_threads_spin_as_configured(
+    demo: DemoPaths, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], allowed: str,
+    duration: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runtime = Runtime.load(Settings(engine_dir=demo.engine, index_dir=demo.index))
+    try:
+        options = [s.get_session_options() for s in runtime.engine._sessions.values()]
+        assert options
+        for option in options:
+            assert option.get_session_config_entry("session.intra_op.allow_spinning") == allowed
+            assert option.get_session_config_entry("session.intra_op.spin_duration_us") == duration
+    finally:
+        runtime.close()
+
+
+def test_negative_spin_is_refused() -> None:
+    with pytest.raises(ValueError, match="spin_us"):
+        Settings(spin_us=-1)
 
 
 def test_serving_path_works_with_torch_unimportable(demo: DemoPaths) -> None:
