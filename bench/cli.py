@@ -46,6 +46,17 @@ def _serve(args: argparse.Namespace) -> int:
                 args.json, args.threads, args.out)
 
 
+def _ab(args: argparse.Namespace) -> int:
+    from bench.settings_ab import main, parse_variants
+
+    try:
+        variants = parse_variants(args.variant)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"xmodal bench ab: {exc}") from None
+    return main(args.engine, args.index, variants, tuple(args.concurrency), args.rounds,
+                args.requests, args.seconds, args.out, args.json)
+
+
 def _soak(args: argparse.Namespace) -> int:
     from bench.soak import main
 
@@ -115,6 +126,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.add_argument("--out", type=Path, help="also write the report as markdown here")
     p.set_defaults(func=_serve)
+
+    p = bench.add_parser("ab", help="same-run A/B of service settings: throughput and p50 per "
+                         "concurrency, medians of alternating rounds")
+    p.add_argument("--variant", action="append", required=True, metavar='NAME=JSON',
+                   help='a server\'s XMODAL_* settings, e.g. no_spin=\'{"spin_us": 0}\'; the '
+                   "first is the baseline; twice or more")
+    p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
+    p.add_argument("--index", type=Path, default=Path("var/demo/index"))
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--requests", type=int, default=1500, help="requests per run (at most)")
+    p.add_argument("--seconds", type=float, default=4.0, help="time per run (at most)")
+    p.add_argument("--out", type=Path, help="also write the markdown report here")
+    p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.set_defaults(func=_ab)
 
     p = bench.add_parser("soak", help="mixed valid and hostile load on loopback: errors and memory")
     p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))

@@ -42,11 +42,11 @@ CPU_TEXT_CALL_TOKENS = 32.0
 # How long an idle ONNX Runtime thread spins for more work before it sleeps. Waking a sleeping
 # thread costs tens of microseconds, paid once per parallel operator; a short spin covers the
 # gaps between operators and between back-to-back batches, and gives the core back soon after
-# the load stops. Against no spinning, same-run A/B on 2 cores with batching on: a 6-layer
-# MiniLM text tower answers one client 33% sooner and 32 clients 8-11% faster; the 2-layer
-# default model answers one client 3-14% sooner and 32 clients between 9% slower and 3%
-# faster (its event loop, not the engine, is what is short of CPU there). ONNX Runtime's
-# own default, a longer spin, cost that model 10% at 32 clients.
+# the load stops. Against no spinning (bench/results/spin-ab*.md, `xmodal bench ab`, 2 cores):
+# a 6-layer MiniLM text tower answers one client 22% sooner and 32 clients 7% faster; the
+# 2-layer default model answers one client 5% sooner and 8 clients 14% faster, and 32 clients
+# 7% slower (its event loop, not the engine, is short of CPU there). ONNX Runtime's own
+# default, a longer spin, cost that model 10% at 32 clients.
 SPIN_US = 300
 
 

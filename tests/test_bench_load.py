@@ -83,3 +83,40 @@ def test_soak_fails_on_any_5xx_failed_valid_request_or_missing_answer() -> None:
     assert passed(clean)
     for key in clean:
         assert not passed(clean | {key: 1})
+
+
+def test_ab_measures_every_variant_with_its_own_settings(demo: DemoPaths, tmp_path: Path) -> None:
+    out, md = tmp_path / "ab.json", tmp_path / "ab.md"
+    argv = ["bench", "ab", "--engine", str(demo.engine), "--index", str(demo.index),
+            "--variant", "base={}", "--variant", 'unbatched={"batch_max_size": 1}',
+            "--concurrency", "1", "4", "--rounds", "2", "--requests", "8", "--seconds", "10",
+            "--json", str(out), "--out", str(md)]
+    assert cli.main(argv) == 0  # 1: a request got no 200
+    report = json.loads(out.read_text())
+    rows = {(r["variant"], r["concurrency"]): r for r in report["rows"]}
+    assert set(rows) == {(v, c) for v in ("base", "unbatched") for c in (1, 4)}
+    for (variant, _), row in rows.items():
+        assert row["req_per_s"] > 0 and row["p50_ms"] > 0
+        if variant == "base":  # the baseline against itself
+            assert row["req_per_s_vs_first"] == row["p50_vs_first"] == 1.0
+    assert report["non_200"] == {"base": 0, "unbatched": 0}
+    # the variant's setting reached its server: every batch held one query
+    assert report["batches"]["unbatched"]["largest_at_most"] == 1
+    assert report["batches"]["unbatched"]["queries"] == report["batches"]["unbatched"]["batches"]
+    assert "| unbatched | `{\"batch_max_size\": 1}` | 4 |" in md.read_text()
+
+
+@pytest.mark.parametrize(("variant", "message"), [
+    ('a={"k":', "not JSON"), ("a=[1]", "JSON object"), ('a={"spin_uss": 0}', "spin_uss"),
+    ("={}", "NAME=JSON"),
+])
+def test_ab_refuses_a_bad_variant_naming_it(variant: str, message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["bench", "ab", "--variant", variant, "--variant", "b={}"])
+
+
+@pytest.mark.parametrize(("variants", "message"), [(["a={}", "a={}"], "must differ"),
+                                                   (["a={}"], "at least two")])
+def test_ab_refuses_repeated_or_single_variants(variants: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["bench", "ab", *[arg for v in variants for arg in ("--variant", v)]])
