@@ -79,14 +79,14 @@ class QueryPipeline:
         self._max_pairs = settings.rerank_max_pairs
 
         def batcher(fn: Callable[[Sequence[Any]], list[Any]], observe: Callable[[float], None],
-                    ) -> MicroBatcher:
+                    name: str) -> MicroBatcher:
             return MicroBatcher(fn, settings.batch_max_size, settings.batch_max_wait_ms / 1000,
-                                observe, inline_when=self._alone)
+                                observe, inline_when=self._alone, name=f"batch-{name}")
 
-        self._texts = batcher(self._find_texts, metrics.batch_size.observe)
-        self._images = batcher(self._find_images, metrics.batch_size.observe)
-        self._vectors = batcher(self._find_vectors, metrics.batch_size.observe)
-        self._scorings = batcher(self._score, metrics.rerank_batch_size.observe)
+        self._texts = batcher(self._find_texts, metrics.batch_size.observe, "texts")
+        self._images = batcher(self._find_images, metrics.batch_size.observe, "images")
+        self._vectors = batcher(self._find_vectors, metrics.batch_size.observe, "vectors")
+        self._scorings = batcher(self._score, metrics.rerank_batch_size.observe, "rerank")
         self.active = 0  # requests holding this pipeline (see service.serving)
         self.retired = False
 

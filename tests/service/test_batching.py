@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import BatcherClosed, MicroBatcher
 
 
 def test_concurrent_requests_share_one_engine_call() -> None:
@@ -119,3 +119,63 @@ def test_a_lone_request_runs_inline_when_allowed_and_otherwise_in_the_worker() -
     asyncio.run(scenario(alone=False))
     assert threads[0] == threading.main_thread().name != threads[1]
     assert sizes == [1, 1]  # both counted as batches of one
+
+
+def test_the_worker_starts_the_next_batch_while_the_event_loop_is_busy() -> None:
+    """Queued queries go to the engine as soon as it is free, not when the event loop next
+    gets round to handing them over."""
+    calls: list[list[int]] = []
+    release, second_started = threading.Event(), threading.Event()
+
+    def slow(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            release.wait(5)
+        else:
+            second_started.set()
+        return list(items)
+
+    async def scenario() -> list[int]:
+        batcher = MicroBatcher(slow, max_size=64, max_wait_s=0.0)
+        first = asyncio.create_task(batcher.submit(0))
+        while not calls:
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.02)  # both queued behind the first batch
+        release.set()
+        started = second_started.wait(5)  # blocks the event loop, as a burst of work would
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        assert started, "the next batch waited for the event loop"
+        return results
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+    assert calls == [[0], [1, 2]]
+
+
+def test_closing_fails_the_queued_requests_and_refuses_new_ones() -> None:
+    release = threading.Event()
+    running = threading.Event()
+
+    def slow(items: Sequence[int]) -> list[int]:
+        running.set()
+        release.wait(5)
+        return list(items)
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(slow, max_size=1, max_wait_s=0.0)
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(running.wait, 5)
+        queued = asyncio.create_task(batcher.submit(2))
+        await asyncio.sleep(0.01)
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.01)
+        release.set()
+        await closing
+        assert await first == 1  # the batch already running is finished
+        with pytest.raises(BatcherClosed):
+            await queued
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(3)
+
+    asyncio.run(scenario())
