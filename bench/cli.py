@@ -127,10 +127,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="also write the report as markdown here")
     p.set_defaults(func=_serve)
 
-    p = bench.add_parser("ab", help="same-run A/B of service settings: throughput and p50 per "
-                         "concurrency, medians of alternating rounds")
-    p.add_argument("--variant", action="append", required=True, metavar='NAME=JSON',
-                   help='a server\'s XMODAL_* settings, e.g. no_spin=\'{"spin_us": 0}\'; the '
+    p = bench.add_parser("ab", help="same-run A/B of service settings or code: throughput and "
+                         "p50 per concurrency, medians of alternating rounds")
+    p.add_argument("--variant", action="append", required=True, metavar='NAME[@CHECKOUT]=JSON',
+                   help='a server\'s XMODAL_* settings, e.g. no_spin=\'{"spin_us": 0}\', run '
+                   "from this checkout or from CHECKOUT, another one of this project; the "
                    "first is the baseline; twice or more")
     p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
     p.add_argument("--index", type=Path, default=Path("var/demo/index"))

@@ -51,10 +51,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_server(engine: Path, index: Path, **settings: Any) -> Iterator[Server]:
+def start_server(engine: Path, index: Path, checkout: Path = REPO,
+                 **settings: Any) -> Iterator[Server]:
     """Run `python -m xmodal serve` on a free loopback port; yield once /readyz answers 200.
 
-    Extra settings become XMODAL_* variables (`cache_entries=0` -> XMODAL_CACHE_ENTRIES=0).
+    The server runs the code of `checkout` (this one by default, or another checkout of the
+    project, with this Python environment). Extra settings become XMODAL_* variables
+    (`cache_entries=0` -> XMODAL_CACHE_ENTRIES=0).
     """
     port = free_port()
     extra = {f"XMODAL_{k.upper()}": str(v) for k, v in settings.items()}
@@ -63,7 +66,7 @@ def start_server(engine: Path, index: Path, **settings: Any) -> Iterator[Server]
            "XMODAL_PORT": str(port), "XMODAL_LOG_LEVEL": "warning", **extra}
     # the log goes to a file: a pipe nobody reads would fill up and stall the server
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([sys.executable, "-m", "xmodal", "serve"], cwd=REPO, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "xmodal", "serve"], cwd=checkout, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -76,6 +76,45 @@ def run(engine_dir: Path, index_dir: Path, queries: int = 256, k: int = 10) -> S
     )
 
 
+def raw_batch_gain(engine: OnnxEngine, searcher: Searcher, texts: list[str], k: int,
+                   rerank_k: int | None, size: int = 32, rounds: int = 5,
+                   max_pairs: int = 256, batches_per_round: int = 4) -> float:
+    """How many times the queries per second of one at a time the raw path (encode + search,
+    and the reranker over each query's first `rerank_k` hits when given) runs in batches of
+    `size`: median over rounds that alternate which goes first. What the engine and index gain
+    from batching on this machine with no service around them, and so about the most
+    micro-batching can pass on: a cost the service adds to every request lowers the service's
+    ratio, and only a cost it adds per batch raises it. Reranker pairs go in calls of
+    `max_pairs`, as the service sends them."""
+
+    def answer(chunk: list[str]) -> None:
+        hits = searcher.search(engine.encode_texts(chunk), max(k, rerank_k or 0))
+        if rerank_k:
+            ids = [h.id for row in hits for h in row[:rerank_k]]
+            pair_texts = [t for t, row in zip(chunk, hits, strict=True) for _ in row[:rerank_k]]
+            tokens = searcher.tokens(ids)
+            for at in range(0, len(ids), max_pairs):
+                engine.score(tokens[at : at + max_pairs], pair_texts[at : at + max_pairs])
+
+    ratios = []
+    for r in range(rounds):
+        start = r * size * batches_per_round
+        chunks = [[texts[(start + b * size + i) % len(texts)] for i in range(size)]
+                  for b in range(batches_per_round)]
+        took = {}
+        for batched in ((True, False) if r % 2 == 0 else (False, True)):
+            t0 = time.perf_counter()
+            for chunk in chunks:
+                if batched:
+                    answer(chunk)
+                else:
+                    for text in chunk:
+                        answer([text])
+            took[batched] = time.perf_counter() - t0
+        ratios.append(took[False] / took[True])
+    return round(statistics.median(ratios), 2)
+
+
 def main(engine_dir: Path, index_dir: Path, queries: int) -> int:
     print(json.dumps(asdict(run(engine_dir, index_dir, queries)), indent=2))
     return 0

@@ -1,7 +1,9 @@
-"""Same-run A/B of service settings: which configuration serves text search faster here.
+"""Same-run A/B of service settings or code: which serves text search faster here.
 
-Each named variant is a set of `XMODAL_*` settings (`{"spin_us": 0}`); every variant's server
-runs for the whole benchmark, cache off. For each concurrency the variants are measured one
+Each named variant is a set of `XMODAL_*` settings (`{"spin_us": 0}`), and optionally another
+checkout of the project to run the server from (`before@/tmp/base={}`: a change against the
+code it started from, e.g. `git worktree add /tmp/base main`); every variant's server runs for
+the whole benchmark, cache off. For each concurrency the variants are measured one
 after another, in an order that alternates from round to round, so drift on a shared machine
 falls on all of them alike. The report gives, per variant and concurrency, the median over
 rounds of throughput and of p50 latency, and their ratio to the first variant.
@@ -17,10 +19,12 @@ import asyncio
 import contextlib
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.load import (
+    REPO,
     batch_sizes,
     index_items,
     percentiles_ms,
@@ -34,8 +38,15 @@ from service.config import Settings
 WARMUP = 64
 
 
-def parse_variants(texts: list[str]) -> dict[str, dict[str, Any]]:
-    """`name={"setting": value}` each -> {name: settings}; ValueError or TypeError naming what is wrong."""
+@dataclass(frozen=True)
+class Variant:
+    settings: dict[str, Any]
+    checkout: Path | None = None  # None: this checkout
+
+
+def parse_variants(texts: list[str]) -> dict[str, Variant]:
+    """`name[@checkout]={"setting": value}` each -> {name: Variant}; ValueError or TypeError
+    naming what is wrong."""
     parsed = [_variant(text) for text in texts]
     names = [name for name, _ in parsed]
     if len(set(names)) != len(names):
@@ -45,10 +56,11 @@ def parse_variants(texts: list[str]) -> dict[str, dict[str, Any]]:
     return dict(parsed)
 
 
-def _variant(text: str) -> tuple[str, dict[str, Any]]:
-    name, sep, settings = text.partition("=")
-    if not sep or not name:
-        raise ValueError(f"a variant is NAME=JSON, got {text!r}")
+def _variant(text: str) -> tuple[str, Variant]:
+    head, sep, settings = text.partition("=")
+    name, at, checkout = head.partition("@")
+    if not sep or not name or (at and not checkout):
+        raise ValueError(f"a variant is NAME=JSON or NAME@CHECKOUT=JSON, got {text!r}")
     try:
         parsed = json.loads(settings)
     except json.JSONDecodeError as exc:
@@ -59,10 +71,16 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
     unknown = sorted(set(parsed) - set(Settings.model_fields))
     if unknown:
         raise ValueError(f"variant {name}: no such service setting {', '.join(unknown)}")
-    return name, parsed
+    if not at:
+        return name, Variant(parsed)
+    root = Path(checkout).resolve()
+    if not (root / "xmodal" / "__main__.py").is_file():
+        raise ValueError(f"variant {name}: {checkout} is not a checkout of this project "
+                         "(no xmodal/__main__.py)")
+    return name, Variant(parsed, root)
 
 
-def run(engine: Path, index: Path, variants: dict[str, dict[str, Any]], concurrency: tuple[int, ...],
+def run(engine: Path, index: Path, variants: dict[str, Variant], concurrency: tuple[int, ...],
         rounds: int, requests: int, seconds: float) -> dict[str, Any]:
     """Medians over rounds per (variant, concurrency): req/s and p50 ms, plain data."""
     _, items = index_items(index)
@@ -70,8 +88,9 @@ def run(engine: Path, index: Path, variants: dict[str, dict[str, Any]], concurre
     measured: dict[tuple[str, int], list[tuple[float, float]]] = {}
     failed = dict.fromkeys(variants, 0)
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(start_server(engine, index, cache_entries=0, **s))
-                   for name, s in variants.items()}
+        servers = {name: stack.enter_context(start_server(
+                       engine, index, v.checkout or REPO, cache_entries=0, **v.settings))
+                   for name, v in variants.items()}
         calls = {name: [text_search(t).encoded(s.url) for t in texts] for name, s in servers.items()}
         for name, server in servers.items():  # first runs of an ONNX session are slow
             asyncio.run(run_load(server.url, lambda i, n=name: calls[n][i], 4, WARMUP, seconds))
@@ -88,7 +107,9 @@ def run(engine: Path, index: Path, variants: dict[str, dict[str, Any]], concurre
         # what each server did with its settings, e.g. batch_max_size=1: batches of 1
         batches = {name: batch_sizes(server.url) for name, server in servers.items()}
     first = next(iter(variants))
-    return {"engine": str(engine), "index": str(index), "rounds": rounds, "variants": variants,
+    return {"engine": str(engine), "index": str(index), "rounds": rounds,
+            "variants": {name: v.settings for name, v in variants.items()},
+            "checkouts": {name: str(v.checkout or REPO) for name, v in variants.items()},
             "non_200": failed, "batches": batches,
             "rows": [_row(name, c, v, measured[(first, c)]) for (name, c), v in measured.items()]}
 
@@ -107,12 +128,14 @@ def render(report: dict[str, Any]) -> str:
     title = (f"# xmodal bench ab (engine {report['engine']}, medians of {report['rounds']} "
              f"alternating rounds, cache off; ratios against `{first}`)")
     lines = [title, "",
-             "| variant | settings | clients | req/s | × req/s | p50 ms | × p50 |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| variant | settings | code | clients | req/s | × req/s | p50 ms | × p50 |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     failed = {name: n for name, n in report["non_200"].items() if n}
     for row in sorted(report["rows"], key=lambda r: (r["concurrency"], r["variant"] != first)):
         settings = json.dumps(report["variants"][row["variant"]])
-        lines.append(f"| {row['variant']} | `{settings}` | {row['concurrency']} | "
+        code = report["checkouts"][row["variant"]]
+        code = "this checkout" if code == str(REPO) else f"`{code}`"
+        lines.append(f"| {row['variant']} | `{settings}` | {code} | {row['concurrency']} | "
                      f"{row['req_per_s']} | {row['req_per_s_vs_first']} | {row['p50_ms']} | "
                      f"{row['p50_vs_first']} |")
     if failed:
@@ -120,7 +143,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(engine: Path, index: Path, variants: dict[str, dict[str, Any]],
+def main(engine: Path, index: Path, variants: dict[str, Variant],
          concurrency: tuple[int, ...], rounds: int, requests: int, seconds: float,
          out: Path | None, json_out: Path | None = None) -> int:
     """Print the report (and write it as markdown and JSON); 1 if any request failed."""

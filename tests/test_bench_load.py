@@ -6,11 +6,13 @@ Only the reports' structure and invariants are checked, never timings: the machi
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
+from bench.load import REPO
 from bench.serve import CONCURRENCY, GAIN_ROUNDS
 from bench.soak import HOSTILE_KINDS, passed
 from xmodal import cli
@@ -45,6 +47,7 @@ def test_serve_reports_every_row_and_runs_batching_off_at_batch_size_1(demo: Dem
     gain = report["batching_gain"][0]
     assert len(gain["round_ratios"]) == len(gain["on_req_per_s"]) == GAIN_ROUNDS
     assert gain["ratio"] == pytest.approx(statistics.median(gain["round_ratios"]), abs=0.01)
+    assert gain["raw_ratio"] > 0 and report["batch_size"] == 32  # the raw path's own gain
 
     off = report["servers"]["batching_off"]
     assert off["settings"]["XMODAL_BATCH_MAX_SIZE"] == "1"
@@ -103,12 +106,32 @@ def test_ab_measures_every_variant_with_its_own_settings(demo: DemoPaths, tmp_pa
     # the variant's setting reached its server: every batch held one query
     assert report["batches"]["unbatched"]["largest_at_most"] == 1
     assert report["batches"]["unbatched"]["queries"] == report["batches"]["unbatched"]["batches"]
-    assert "| unbatched | `{\"batch_max_size\": 1}` | 4 |" in md.read_text()
+    assert "| unbatched | `{\"batch_max_size\": 1}` | this checkout | 4 |" in md.read_text()
+
+
+def test_ab_runs_a_variant_from_another_checkout(demo: DemoPaths, tmp_path: Path) -> None:
+    """The code under test comes from the checkout named: here a copy whose k limit is 5, so
+    its server refuses the benchmark's k=10 searches while this checkout's answers them."""
+    copy = tmp_path / "checkout"
+    for package in ("xmodal", "service", "encoders", "index", "training", "bench"):
+        shutil.copytree(REPO / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    schemas = copy / "service" / "schemas.py"
+    schemas.write_text(schemas.read_text().replace("MAX_K = 100", "MAX_K = 5"))
+    out = tmp_path / "ab.json"
+    argv = ["bench", "ab", "--engine", str(demo.engine), "--index", str(demo.index),
+            "--variant", "here={}", "--variant", f"copy@{copy}={{}}", "--concurrency", "2",
+            "--rounds", "1", "--requests", "4", "--seconds", "10", "--json", str(out)]
+    assert cli.main(argv) == 1  # the copy's requests got no 200
+    report = json.loads(out.read_text())
+    assert report["non_200"] == {"here": 0, "copy": 4}
+    assert report["checkouts"] == {"here": str(REPO), "copy": str(copy)}
 
 
 @pytest.mark.parametrize(("variant", "message"), [
     ('a={"k":', "not JSON"), ("a=[1]", "JSON object"), ('a={"spin_uss": 0}', "spin_uss"),
-    ("={}", "NAME=JSON"),
+    ("={}", "NAME=JSON"), ("a@={}", "NAME@CHECKOUT=JSON"),
+    ("a@/nonexistent={}", "not a checkout of this project"),
 ])
 def test_ab_refuses_a_bad_variant_naming_it(variant: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message):
