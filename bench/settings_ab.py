@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,26 @@ def run(engine: Path, index: Path, variants: dict[str, Variant], concurrency: tu
     return {"engine": str(engine), "index": str(index), "rounds": rounds,
             "variants": {name: v.settings for name, v in variants.items()},
             "checkouts": {name: str(v.checkout or REPO) for name, v in variants.items()},
+            "commits": {name: commit_of(v.checkout or REPO) for name, v in variants.items()},
             "non_200": failed, "batches": batches,
             "rows": [_row(name, c, v, measured[(first, c)]) for (name, c), v in measured.items()]}
+
+
+def commit_of(checkout: Path) -> str | None:
+    """The checkout's commit, short, with "+changes" when tracked files differ from it; None
+    where git cannot tell (not the top of a git checkout, or no git)."""
+    try:
+        top, head = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--show-toplevel", "--short", "HEAD"],
+            capture_output=True, text=True, check=True).stdout.split()
+        if Path(top).resolve() != checkout.resolve():
+            return None
+        changes = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain",
+                                  "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if changes else "")
 
 
 def _row(name: str, c: int, runs: list[tuple[float, float]], base: list[tuple[float, float]],
@@ -135,6 +154,8 @@ def render(report: dict[str, Any]) -> str:
         settings = json.dumps(report["variants"][row["variant"]])
         code = report["checkouts"][row["variant"]]
         code = "this checkout" if code == str(REPO) else f"`{code}`"
+        commit = report["commits"][row["variant"]]
+        code += f" ({commit})" if commit else ""
         lines.append(f"| {row['variant']} | `{settings}` | {code} | {row['concurrency']} | "
                      f"{row['req_per_s']} | {row['req_per_s_vs_first']} | {row['p50_ms']} | "
                      f"{row['p50_vs_first']} |")

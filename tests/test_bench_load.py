@@ -14,6 +14,7 @@ import pytest
 
 from bench.load import REPO
 from bench.serve import CONCURRENCY, GAIN_ROUNDS
+from bench.settings_ab import commit_of
 from bench.soak import HOSTILE_KINDS, passed
 from xmodal import cli
 from xmodal.demo import DemoPaths
@@ -106,7 +107,8 @@ def test_ab_measures_every_variant_with_its_own_settings(demo: DemoPaths, tmp_pa
     # the variant's setting reached its server: every batch held one query
     assert report["batches"]["unbatched"]["largest_at_most"] == 1
     assert report["batches"]["unbatched"]["queries"] == report["batches"]["unbatched"]["batches"]
-    assert "| unbatched | `{\"batch_max_size\": 1}` | this checkout | 4 |" in md.read_text()
+    code = "this checkout" + (f" ({commit_of(REPO)})" if commit_of(REPO) else "")
+    assert f"| unbatched | `{{\"batch_max_size\": 1}}` | {code} | 4 |" in md.read_text()
 
 
 def test_ab_runs_a_variant_from_another_checkout(demo: DemoPaths, tmp_path: Path) -> None:
@@ -126,6 +128,7 @@ def test_ab_runs_a_variant_from_another_checkout(demo: DemoPaths, tmp_path: Path
     report = json.loads(out.read_text())
     assert report["non_200"] == {"here": 0, "copy": 4}
     assert report["checkouts"] == {"here": str(REPO), "copy": str(copy)}
+    assert report["commits"]["copy"] is None  # a copy, not a git checkout
 
 
 @pytest.mark.parametrize(("variant", "message"), [
