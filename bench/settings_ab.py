@@ -42,7 +42,7 @@ WARMUP = 64
 @dataclass(frozen=True)
 class Variant:
     settings: dict[str, Any]
-    checkout: Path | None = None  # None: this checkout
+    checkout: Path = REPO  # the code its server runs
 
 
 def parse_variants(texts: list[str]) -> dict[str, Variant]:
@@ -90,7 +90,7 @@ def run(engine: Path, index: Path, variants: dict[str, Variant], concurrency: tu
     failed = dict.fromkeys(variants, 0)
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(start_server(
-                       engine, index, v.checkout or REPO, cache_entries=0, **v.settings))
+                       engine, index, v.checkout, cache_entries=0, **v.settings))
                    for name, v in variants.items()}
         calls = {name: [text_search(t).encoded(s.url) for t in texts] for name, s in servers.items()}
         for name, server in servers.items():  # first runs of an ONNX session are slow
@@ -110,8 +110,8 @@ def run(engine: Path, index: Path, variants: dict[str, Variant], concurrency: tu
     first = next(iter(variants))
     return {"engine": str(engine), "index": str(index), "rounds": rounds,
             "variants": {name: v.settings for name, v in variants.items()},
-            "checkouts": {name: str(v.checkout or REPO) for name, v in variants.items()},
-            "commits": {name: commit_of(v.checkout or REPO) for name, v in variants.items()},
+            "checkouts": {name: str(v.checkout) for name, v in variants.items()},
+            "commits": {name: commit_of(v.checkout) for name, v in variants.items()},
             "non_200": failed, "batches": batches,
             "rows": [_row(name, c, v, measured[(first, c)]) for (name, c), v in measured.items()]}
 
