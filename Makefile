@@ -8,15 +8,17 @@ PIP := $(BIN)/python -m pip
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test fuzz quality bench-serve system-packages clean
+.PHONY: run test fuzz quality bench-serve system-packages fonts apt-install clean
 
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
-# trains it (about 6 minutes on 2 cores), later runs load what var/demo holds.
-run: $(call STAMP,run)
+# trains it on cached features of pretrained towers (minutes on 2 cores), later runs load what
+# var/demo holds.
+run: $(call STAMP,run) fonts
 	$(BIN)/xmodal demo
 
-# Regenerate bench/results/quality.md for the default model (prepares it first if missing).
-quality: $(call STAMP,run) system-packages
+# Regenerate bench/results/quality.md for the default model (prepares it first if missing; the
+# held-out-concepts model it also needs trains from the demo's feature cache).
+quality: $(call STAMP,test) system-packages
 	$(BIN)/xmodal demo --no-serve
 	$(BIN)/xmodal bench quality --engine var/demo/engine --out bench/results/quality.md
 
@@ -53,15 +55,25 @@ $(VENV)/.installed-test-%: $(VENV)/bin/python
 	$(PIP) install --quiet --no-deps 'clip-retrieval==2.45.0'
 	touch $@
 
-# Debian packages the tests use, installed when missing, in one apt run: redis-server (tests
-# start their own), chromium (the search page, driven by Playwright) and the Noto colour
-# emoji font (the cross-style emoji set is rendered from it).
+# Debian packages, installed when missing, in one apt run. Training the default model draws
+# Symbola's monochrome emoji (fonts-symbola); the tests also use redis-server (they start their
+# own), chromium (the search page, driven by Playwright) and the Noto colour emoji font (the
+# cross-style emoji set is rendered from it).
 NOTO_EMOJI := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+SYMBOLA := /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf
+fonts:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$$(test -f $(SYMBOLA) || echo fonts-symbola)"
+
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	test -f $(NOTO_EMOJI) || missing="$$missing fonts-noto-color-emoji"; \
+	test -f $(SYMBOLA) || missing="$$missing fonts-symbola"; \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
+
+apt-install:
+	@missing="$(strip $(PACKAGES))"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "installing Debian packages:$$missing"; \

@@ -36,7 +36,13 @@ def _build(args: argparse.Namespace) -> int:
 def _quality(args: argparse.Namespace) -> int:
     from bench.quality import main
 
-    return main(args.engine, args.out, args.workdir, args.k)
+    return main(args.engine, args.out, args.workdir, args.k, args.cache)
+
+
+def _screenshot(args: argparse.Namespace) -> int:
+    from bench.screenshot import main
+
+    return main(args.url, args.query, args.out, args.rerank)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -108,12 +114,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.set_defaults(func=_build)
 
-    p = bench.add_parser("quality", help="Recall@K, dual encoder vs reranked: compositional and emoji")
+    p = bench.add_parser("quality", help="the default model's quality on held-out sets, dual encoder vs reranked")
     p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
     p.add_argument("--out", type=Path, default=Path("bench/results/quality.md"))
     p.add_argument("--workdir", type=Path, default=Path("var/quality"), help="plots, JSON, emoji renders")
     p.add_argument("--k", type=int, default=16, help="rerank depth")
+    p.add_argument("--cache", type=Path, default=Path("var/demo/checkpoint/features"),
+                   help="feature cache the held-out-concepts model trains from (the demo's)")
     p.set_defaults(func=_quality)
+
+    p = bench.add_parser("screenshot", help="the search page with a query and its results, as a PNG")
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--query", default="red heart")
+    p.add_argument("--rerank", action="store_true", help="tick the page's rerank box")
+    p.add_argument("--out", type=Path, default=Path("bench/results/search-page.png"))
+    p.set_defaults(func=_screenshot)
 
     p = bench.add_parser("serve", help="HTTP throughput and latency on loopback: overhead over the "
                          "raw engine, batching on vs off")

@@ -29,13 +29,18 @@ class Checkpoint:
     tokenizer: TextTokenizer
     preprocess: ImagePreprocess
     info: dict[str, Any]  # training settings and metrics, carried into the engine manifest
+    folder: Path | None = None  # where it was loaded from
 
     def exportable(self) -> Exportable:
         cfg = self.model.cfg
+        # the record of what it trained on travels into the bundle, so evaluations can check
+        # that a held-out split is held out (training.leaks)
+        record = self.info.get("provenance")
+        files = {record: self.folder / record} if record and self.folder else {}
         return Exportable(
             family=cfg.family, embed_dim=cfg.embed_dim, roles=self.model.graph_modules(),
             tokenizer=self.tokenizer, preprocess=self.preprocess,
-            vocab_size=self.tokenizer.vocab_size, info=self.info,
+            vocab_size=self.tokenizer.vocab_size, info=self.info, files=files,
         )
 
 
@@ -69,4 +74,5 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
                                           meta.get("pad_token", "[PAD]")),
         preprocess=ImagePreprocess.from_dict(meta["preprocess"]),
         info=meta.get("info", {}),
+        folder=folder,
     )

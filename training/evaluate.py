@@ -66,7 +66,8 @@ def engine_embeddings(engine: Engine, images: Sequence, texts: Sequence[str], ba
 
 def evaluate_engine_reranked(engine: Engine, images: Sequence, texts: Sequence[str],
                              text_to_image: Sequence[int], k: int = 16, rerank: bool = True,
-                             batch_size: int = 64) -> dict:
+                             batch_size: int = 64, sample: int | None = None,
+                             curve_ks: Sequence[int] | None = None) -> dict:
     """`training.rerank.evaluate_reranked` on an engine bundle: its towers give the ITC ranking,
     its reranker graph the ITM scores (skipped when the bundle has none or `rerank` is off)."""
     from training.rerank import evaluate_reranked
@@ -78,4 +79,7 @@ def evaluate_engine_reranked(engine: Engine, images: Sequence, texts: Sequence[s
             return np.concatenate([
                 engine.score(image_tokens[image_rows[i:i + 256]], [texts[t] for t in text_rows[i:i + 256]])
                 for i in range(0, len(image_rows), 256)])
-    return evaluate_reranked(image_embeds, text_embeds, text_to_image, scorer, k)
+    from training.rerank import CURVE_KS
+
+    return evaluate_reranked(image_embeds, text_embeds, text_to_image, scorer, k,
+                             curve_ks=curve_ks or CURVE_KS, sample=sample)

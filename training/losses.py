@@ -50,7 +50,7 @@ def itc_loss(
     return (i2t.mean() + t2i.mean()) / 2
 
 
-def _sample_negatives(sim: torch.Tensor, same: torch.Tensor | None,
+def sample_hard_negatives(sim: torch.Tensor, same: torch.Tensor | None,
                       generator: torch.Generator | None) -> torch.Tensor:
     """One column per row, drawn with probability softmax(sim) over the non-positive columns."""
     weights = sim.float().softmax(dim=1)
@@ -85,8 +85,8 @@ def itm_loss(
         raise ValueError("itm_loss needs a batch of at least 2 pairs to draw negatives from")
     with torch.no_grad():
         sim = logit_scale * image_embeds @ text_embeds.t()  # (images, texts)
-        neg_text = _sample_negatives(sim, same, generator)  # a text for each image
-        neg_image = _sample_negatives(sim.t(), None if same is None else same.t(), generator)
+        neg_text = sample_hard_negatives(sim, same, generator)  # a text for each image
+        neg_image = sample_hard_negatives(sim.t(), None if same is None else same.t(), generator)
     tokens = [image_tokens, image_tokens, image_tokens[neg_image]]
     all_ids, all_mask = [ids, ids[neg_text], ids], [mask, mask[neg_text], mask]
     if extra_negatives is not None:

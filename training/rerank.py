@@ -54,16 +54,21 @@ def _score_top(itc: np.ndarray, depth: int, scorer: Callable[[np.ndarray, np.nda
 
 def evaluate_reranked(image_embeds: np.ndarray, text_embeds: np.ndarray, text_to_image: Sequence[int],
                       pair_scorer: PairScorer | None, k: int = 16, ks: Sequence[int] = KS,
-                      curve_ks: Sequence[int] = CURVE_KS) -> dict:
+                      curve_ks: Sequence[int] = CURVE_KS, sample: int | None = None) -> dict:
     """Recall@ks both ways for the dual encoder and, with a scorer, each rerank rule at depth k;
-    `curve` holds the reranked recall at every depth in `curve_ks` (for the recall-vs-k plot)."""
+    `curve` holds the reranked recall at every depth in `curve_ks` (for the recall-vs-k plot).
+    `sample` bounds the queries of each direction (drawn with a fixed seed, the same for every
+    ranking; the galleries stay whole), since a rerank costs depth pairs per query."""
     t2i_map = np.asarray(text_to_image)
-    queries = np.flatnonzero(t2i_map >= 0)
+    queries = sampled(np.flatnonzero(t2i_map >= 0), sample)
+    images = sampled(np.arange(len(image_embeds)), sample)
     itc = text_embeds @ image_embeds.T  # (texts, images)
-    captions_of = [set(np.flatnonzero(t2i_map == i).tolist()) for i in range(len(image_embeds))]
+    captions_of = [set(np.flatnonzero(t2i_map == i).tolist()) for i in images]
     t2i_truth = [{int(t2i_map[q])} for q in queries]
-    result = {"k": k, "dual": {"text_to_image": recall_at_k(itc[queries], t2i_truth, ks),
-                               "image_to_text": recall_at_k(itc.T, captions_of, ks)}}
+    i2t_itc = itc.T[images]
+    result = {"k": k, "queries": {"text_to_image": len(queries), "image_to_text": len(images)},
+              "dual": {"text_to_image": recall_at_k(itc[queries], t2i_truth, ks),
+                       "image_to_text": recall_at_k(i2t_itc, captions_of, ks)}}
     if pair_scorer is None:
         return result
     depths = sorted({d for d in (*curve_ks, k)})
@@ -71,13 +76,20 @@ def evaluate_reranked(image_embeds: np.ndarray, text_embeds: np.ndarray, text_to
     # pair_scorer takes (image rows, text rows); the two directions feed it differently
     t2i_cand, t2i_itm = _score_top(itc[queries], min(depth, len(image_embeds)),
                                    lambda q, img: pair_scorer(img, queries[q]))
-    i2t_cand, i2t_itm = _score_top(itc.T, min(depth, len(text_embeds)), pair_scorer)
+    i2t_cand, i2t_itm = _score_top(i2t_itc, min(depth, len(text_embeds)),
+                                   lambda q, txt: pair_scorer(images[q], txt))
     curve: dict[str, dict[int, dict]] = {rule: {} for rule in RULES}
     for rule in RULES:
         for d in depths:
             t2i = _recall_from_order(_rerank_order(itc[queries], t2i_cand, t2i_itm, rule, d), t2i_truth, ks)
-            i2t = _recall_from_order(_rerank_order(itc.T, i2t_cand, i2t_itm, rule, d), captions_of, ks)
+            i2t = _recall_from_order(_rerank_order(i2t_itc, i2t_cand, i2t_itm, rule, d), captions_of, ks)
             curve[rule][d] = {"text_to_image": t2i, "image_to_text": i2t}
         result[rule] = curve[rule][k]
     result["curve"] = {rule: {d: v for d, v in c.items() if d in curve_ks} for rule, c in curve.items()}
     return result
+
+
+def sampled(rows: np.ndarray, sample: int | None) -> np.ndarray:
+    if sample is None or len(rows) <= sample:
+        return rows
+    return np.sort(np.random.default_rng(0).choice(rows, sample, replace=False))

@@ -14,7 +14,7 @@ import numpy as np
 
 from encoders.preprocess import ImagePreprocess, preprocess
 from training import synthetic
-from training.compositional import compositional_scenes, render_scene
+from training.compositional import compositional_scenes, render_scene, training_negatives
 from training.datasets import decode, load_dataset, split_of
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def _shapes(count: int, seed: int, size: int, spec: ImagePreprocess) -> PairData
 def _compositional(count: int, seed: int, size: int, spec: ImagePreprocess, split: str) -> PairData:
     scenes = list(compositional_scenes(count, seed, split))
     pixels = preprocess([render_scene(s, size) for s in scenes], spec)
-    return PairData(pixels, [s.captions for s in scenes], [s.hard_negatives() for s in scenes],
+    negatives = [training_negatives(s) if split == "train" else s.hard_negatives() for s in scenes]
+    return PairData(pixels, [s.captions for s in scenes], negatives,
                     [f"compositional {split}: {count} scenes, seed {seed}"])
 
 

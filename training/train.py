@@ -154,6 +154,10 @@ def train(cfg: TrainConfig) -> Checkpoint:
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
+        if load_config(cfg.model).family == "lit":
+            from training.lit_train import train_lit
+
+            return train_lit(cfg)
         return _train(cfg)
     finally:
         torch.set_num_threads(threads)

@@ -2,8 +2,9 @@
 once under a work folder and reused after (so a restart only loads them).
 
 Two kinds:
-- "default" (what `make run` serves): the `--preset default` model (dual encoder + ITM
-  reranker, trained on compositional scenes and Twemoji) over the Twemoji gallery.
+- "default" (what `make run` serves): the `--preset default` model (pretrained EfficientNet-Lite0
+  and MiniLM towers with trained heads, a ConSE prior and an ITM reranker; training.lit_train)
+  over the Twemoji gallery.
 - "shapes": 200 rendered scenes of coloured shapes (held out from training) and a tiny dual
   encoder trained for `steps` steps on other scenes -- quick, used by the tests.
 """
@@ -20,6 +21,9 @@ GALLERY_SIZE = 200
 GALLERY_SEED = 7  # the training scenes use seed 0, so the gallery is held out
 KINDS = ("shapes", "default")
 KIND_FILE = "KIND"
+# what a work folder's marker says of each kind: a folder prepared for an earlier default model
+# says otherwise and is refused instead of served
+MARKERS = {"shapes": "shapes", "default": "default lit-lite0"}
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,14 @@ class DemoPaths:
 def _claim(paths: DemoPaths, kind: str) -> None:
     """A work folder holds one kind; mixing a shapes gallery with the emoji model would serve nonsense."""
     marker = paths.root / KIND_FILE
-    if marker.is_file() and marker.read_text().strip() != kind:
-        raise SystemExit(f"{paths.root} holds the {marker.read_text().strip()!r} demo, not {kind!r}: "
-                         f"remove it (make clean) or use another --workdir")
+    if marker.is_file() and marker.read_text().strip() != MARKERS[kind]:
+        raise SystemExit(f"{paths.root} holds the {marker.read_text().strip()!r} demo, not "
+                         f"{MARKERS[kind]!r}: remove it (make clean) or use another --workdir")
     if not marker.is_file() and paths.checkpoint.exists() and kind != "shapes":
         raise SystemExit(f"{paths.root} holds an older demo: remove it (make clean) first")
     if not marker.is_file():  # written once: a reused folder is left untouched
         paths.root.mkdir(parents=True, exist_ok=True)
-        marker.write_text(kind + "\n")
+        marker.write_text(MARKERS[kind] + "\n")
 
 
 def _gallery(paths: DemoPaths, kind: str) -> None:

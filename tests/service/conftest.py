@@ -11,6 +11,7 @@ import pytest
 import torch
 from playwright.sync_api import Browser, sync_playwright
 
+from bench.screenshot import CHROMIUM_FLAGS
 from encoders.checkpoint import Checkpoint
 from encoders.config import load_config
 from encoders.engine import OnnxEngine
@@ -48,8 +49,6 @@ def rerank_setup(demo: DemoPaths, tmp_path_factory: pytest.TempPathFactory) -> R
     return RerankSetup(root / "engine", root / "index", demo.gallery)
 
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

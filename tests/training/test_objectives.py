@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from encoders.config import load_config
 from encoders.models import build_model
 from training.forward import student_outputs
-from training.losses import _sample_negatives, itc_loss, itm_loss
+from training.losses import itc_loss, itm_loss, sample_hard_negatives
 from training.momentum import MomentumTeacher
 from training.rerank import evaluate_reranked
 
@@ -20,7 +20,7 @@ def test_hard_negatives_never_draw_a_positive_and_prefer_similar_items() -> None
     same = torch.zeros(4, 4, dtype=torch.bool)
     same[0, 1] = True  # caption 1 also describes image 0
     gen = torch.Generator().manual_seed(0)
-    draws = torch.stack([_sample_negatives(sim, same, gen) for _ in range(200)])
+    draws = torch.stack([sample_hard_negatives(sim, same, gen) for _ in range(200)])
     assert not (draws == torch.arange(4)).any()
     assert not (draws[:, 0] == 1).any()
     assert (draws[:, 2] == 3).float().mean() > 0.9  # the most similar non-positive dominates
