@@ -24,10 +24,11 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # Training and the distributed index build; KubeRay runs its head and workers from this image.
 FROM ${PYTHON_IMAGE} AS train
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-# KubeRay's default head and worker probes call wget.
+# KubeRay's default head and worker probes call wget; the default preset trains on Symbola's
+# emoji glyphs (fonts-symbola).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends wget \
+    && apt-get install -y --no-install-recommends wget fonts-symbola \
     && rm -rf /var/lib/apt/lists/*
 # The CPU wheel index too: its torch 2.13.0+cpu outranks PyPI's 2.13.0, which pulls the CUDA
 # libraries (gigabytes) with it.

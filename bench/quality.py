@@ -59,8 +59,11 @@ CURVE = (1, 4, 16)
 
 def _measure(engine: OnnxEngine, data: sets.EvalSet, k: int, workdir: Path, key: str) -> dict:
     sets.check(engine, data.held_out)
+    # a model trained without its reranker stage (the held-out-concepts one) shows no rerank rows
+    trained_reranker = bool(engine.manifest.training.get("rerank_steps", 1))
     result = evaluate_engine_reranked(engine, data.images, data.texts, data.owner, k=k,
-                                      sample=SAMPLE, curve_ks=tuple(d for d in CURVE if d <= k))
+                                      rerank=trained_reranker, sample=SAMPLE,
+                                      curve_ks=tuple(d for d in CURVE if d <= k))
     (workdir / f"{key}.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_recall_vs_k(result, workdir / f"{key}_recall_vs_k.png", data.name)
     return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +69,14 @@ def test_bench_engine_compares_runners_side_by_side(
         if r["runner"] == "torch_eager":
             assert r["vs_torch"] == 1.0
         assert r["min_cosine_to_torch"] >= (0.9999 if r["runner"] != "onnx_int8" else 0.95)
+
+
+def test_a_prepared_demo_starts_without_importing_torch(demo: DemoPaths) -> None:
+    from encoders.checkpoint import WEIGHTS
+    from xmodal.demo import CHECKPOINT_WEIGHTS
+
+    assert CHECKPOINT_WEIGHTS == WEIGHTS
+    code = ("import sys; from xmodal.demo import prepare; "
+            f"prepare({str(demo.root)!r}, kind='shapes'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

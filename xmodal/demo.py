@@ -21,6 +21,7 @@ GALLERY_SIZE = 200
 GALLERY_SEED = 7  # the training scenes use seed 0, so the gallery is held out
 KINDS = ("shapes", "default")
 KIND_FILE = "KIND"
+CHECKPOINT_WEIGHTS = "model.safetensors"  # encoders.checkpoint.WEIGHTS, named here to skip torch
 # what a work folder's marker says of each kind: a folder prepared for an earlier default model
 # says otherwise and is refused instead of served
 MARKERS = {"shapes": "shapes", "default": "default lit-lite0"}
@@ -91,9 +92,7 @@ def prepare(root: str | Path, steps: int = 300, kind: str = "shapes") -> DemoPat
     """Make whatever of gallery, checkpoint, engine and index is missing under `root`.
 
     An interrupted training resumes from its last saved state on the next call."""
-    from encoders.checkpoint import WEIGHTS, load_checkpoint
     from encoders.engine import OnnxEngine
-    from encoders.export import export_bundle
     from index.build import build_index
     from index.bundle import CURRENT
 
@@ -102,9 +101,14 @@ def prepare(root: str | Path, steps: int = 300, kind: str = "shapes") -> DemoPat
     paths = DemoPaths(Path(root))
     _claim(paths, kind)
     _gallery(paths, kind)
-    if not (paths.checkpoint / WEIGHTS).is_file():
+    # torch is imported only when something is left to train or export: a restart that finds
+    # everything in place starts serving without it
+    if not (paths.checkpoint / CHECKPOINT_WEIGHTS).is_file():
         _train(paths, kind, steps)
     if not paths.engine.is_dir():
+        from encoders.checkpoint import load_checkpoint
+        from encoders.export import export_bundle
+
         export_bundle(load_checkpoint(paths.checkpoint).exportable(), paths.engine)
     if not (paths.index / CURRENT).is_file():
         build_index(OnnxEngine(paths.engine), paths.gallery, paths.index)
