@@ -116,14 +116,11 @@ class LiTConfig:
     # "linear": a trained text head; "frozen": the text encoder's own space (embed_dim must be
     # its width), which the image head learns to map into (DeViSE, Frome et al. 2013)
     text_head: str = "linear"
-    trainable_blocks: int = 0  # last backbone blocks fine-tuned with the heads (0: frozen)
     conse_top: int = 5  # ImageNet classes whose name embeddings make the ConSE prior (0: none)
     token_dim: int = 128  # width of the image tokens the index stores for the reranker
     fusion_layers: int = 2  # top text layers copied into the reranker, each given cross-attention
 
     def __post_init__(self) -> None:
-        if not 0 <= self.trainable_blocks <= 2:
-            raise ValueError("trainable_blocks must be 0, 1 or 2")
         if self.fusion_layers < 1:
             raise ValueError("fusion_layers must be at least 1")
         if self.text_head not in ("linear", "frozen"):

@@ -1,8 +1,7 @@
 """Pretrained towers aligned by small trained heads: the `lit` family, the default engine.
 
 - LiT (Zhai et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning"): the image
-  tower is a pretrained backbone kept frozen (EfficientNet-Lite, ImageNet-1k; optionally its
-  last blocks fine-tuned), and only heads into the shared space are trained, on cached
+  tower is a pretrained backbone kept frozen (EfficientNet-Lite, ImageNet-1k), and only heads into the shared space are trained, on cached
   features. The text tower is the pretrained MiniLM sentence encoder, mean-pooled, and a
   linear head.
 - ConSE (Norouzi et al. 2014, "Zero-Shot Learning by Convex Combination of Semantic
@@ -99,12 +98,9 @@ class LiTModel(nn.Module):
         self.freeze_pretrained()
 
     def freeze_pretrained(self) -> None:
-        """The pretrained encoders stay as they are, but for the last `trainable_blocks`."""
+        """The pretrained encoders stay as they are: training sees only their cached outputs."""
         for p in [*self.backbone.parameters(), *self.text.encoder.parameters()]:
             p.requires_grad_(False)
-        blocks = self.backbone.blocks
-        for block in blocks[len(blocks) - self.cfg.trainable_blocks:] if self.cfg.trainable_blocks else []:
-            block.requires_grad_(True)
 
     @torch.no_grad()
     def set_class_vectors(self, names: list[str], tokenizer) -> None:

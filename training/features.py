@@ -1,8 +1,7 @@
 """Frozen features of the `lit` family's pretrained encoders, extracted once and cached.
 
 Training the heads and the reranker needs only what the frozen parts compute: per image the
-backbone's last feature map (fp16) and its pooled head features, and, where the last blocks
-are fine-tuned, the map entering them; per text MiniLM's mean-pooled vector and the hidden
+backbone's last feature map (fp16) and its pooled head features; per text MiniLM's mean-pooled vector and the hidden
 states below the fusion layers. The frozen parts run through ONNX Runtime (several times
 faster than PyTorch eager for depthwise convolutions on this CPU), exported from the same
 modules the engine exports.
@@ -47,13 +46,9 @@ class _ImageFeatures(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        backbone = self.model.backbone
-        boundary = len(backbone.blocks) - self.model.cfg.trainable_blocks
-        entry = backbone.features(pixels, 0, boundary)
-        last = backbone.features(entry, boundary) if boundary < len(backbone.blocks) else entry
-        outputs = (last, backbone.pooled(last))
-        return (*outputs, entry) if boundary < len(backbone.blocks) else outputs
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.model.backbone.features(pixels)
+        return feature_map, self.model.backbone.pooled(feature_map)
 
 
 class _TextFeatures(nn.Module):
@@ -82,7 +77,7 @@ def _session(module: nn.Module, example: tuple, inputs: list[str], outputs: list
 
 def cache_key(model: LiTModel, source: str, count: int, seed: int, size: int) -> str:
     cfg = model.cfg
-    return f"{cfg.backbone}-{cfg.image_size}-t{cfg.trainable_blocks}-{source}-{count}-{seed}-{size}-v{FORMAT}"
+    return f"{cfg.backbone}-{cfg.image_size}-{source}-{count}-{seed}-{size}-v{FORMAT}"
 
 
 def _chunk_path(folder: Path, index: int) -> Path:
@@ -91,7 +86,7 @@ def _chunk_path(folder: Path, index: int) -> Path:
 
 def image_features(model: LiTModel, items: Sequence[Item], folder: Path, spec: ImagePreprocess,
                    progress: bool = True) -> dict[str, np.ndarray]:
-    """{"map": (n, c, h, w) fp16, "pooled": (n, 1280) fp32[, "entry": fp16]} for `items`."""
+    """{"map": (n, c, h, w) fp16, "pooled": (n, 1280) fp32} for `items`."""
     folder.mkdir(parents=True, exist_ok=True)
     chunks = range(0, len(items), CHUNK)
     missing = [c for c in chunks if not _chunk_path(folder, c // CHUNK).is_file()]
@@ -99,7 +94,7 @@ def image_features(model: LiTModel, items: Sequence[Item], folder: Path, spec: I
     if missing:
         with tempfile.TemporaryDirectory() as tmp:
             example = torch.zeros(1, 3, spec.size, spec.size)
-            names = ["map", "pooled"] + (["entry"] if model.cfg.trainable_blocks else [])
+            names = ["map", "pooled"]
             session = _session(_ImageFeatures(model), (example,), ["pixels"], names, Path(tmp))
             bar = tqdm(total=len(items), initial=len(items) - sum(min(CHUNK, len(items) - c) for c in missing),
                        desc=f"features {folder.name}", disable=not progress, unit="img")
