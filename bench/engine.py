@@ -22,6 +22,7 @@ import torch
 from encoders.checkpoint import Checkpoint, load_checkpoint
 from encoders.config import load_config
 from encoders.engine import OnnxEngine
+from encoders.errors import ParityError
 from encoders.export import export_bundle
 from encoders.models import build_model
 from encoders.preprocess import ImagePreprocess
@@ -43,12 +44,20 @@ def _checkpoint(model: str, checkpoint: Path | None) -> Checkpoint:
     return Checkpoint(build_model(cfg).eval(), tokenizer, ImagePreprocess(size=cfg.vision.image_size), {})
 
 
-def _export_all(ckpt: Checkpoint, folder: Path, threads: int) -> dict[str, OnnxEngine]:
-    engines = {}
+def _export_all(ckpt: Checkpoint, folder: Path, threads: int) -> tuple[dict[str, OnnxEngine], dict[str, str]]:
+    """An engine per precision, and why export refused the ones it refused (a reduced precision
+    whose parity misses its tolerance is reported, not benchmarked; fp32 must export)."""
+    engines, refused = {}, {}
     for precision in PRECISIONS:
-        export_bundle(ckpt.exportable(), folder / precision, precision)
+        try:
+            export_bundle(ckpt.exportable(), folder / precision, precision)
+        except ParityError as exc:
+            if precision == "fp32":
+                raise
+            refused[precision] = str(exc)
+            continue
         engines[precision] = OnnxEngine(folder / precision, threads=threads)
-    return engines
+    return engines, refused
 
 
 def recall_by_precision(checkpoint: Path, gallery: Path) -> dict[str, Any]:
@@ -60,7 +69,10 @@ def recall_by_precision(checkpoint: Path, gallery: Path) -> dict[str, Any]:
     files = sorted(captions)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for precision, engine in _export_all(load_checkpoint(checkpoint), Path(tmp), 2).items():
+        engines, refused = _export_all(load_checkpoint(checkpoint), Path(tmp), 2)
+        if refused:
+            raise SystemExit(f"cannot compare recall by precision: {refused}")
+        for precision, engine in engines.items():
             out[precision] = evaluate_engine(engine, [str(gallery / f) for f in files],
                                              [captions[f] for f in files], list(range(len(files))))
     out["int8_minus_fp32_R@10"] = {
@@ -116,7 +128,7 @@ def run(model: str = "small-clip", checkpoint: Path | None = None,
     captions = [s.caption for s in synthetic.scenes(max(batches), seed=5)]
     report: dict[str, Any] = {"model": str(checkpoint or model), "threads": threads, "results": []}
     with tempfile.TemporaryDirectory() as tmp:
-        engines = _export_all(ckpt, Path(tmp), threads)
+        engines, report["refused"] = _export_all(ckpt, Path(tmp), threads)
         for batch in batches:
             pixels = np.random.default_rng(batch).normal(size=(batch, 3, size, size)).astype(np.float32)
             for tower, runners in _runners(ckpt, engines, pixels, captions[:batch]).items():
@@ -136,6 +148,8 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         lines.append(f"{r['tower']:6} {r['batch']:>5} {r['runner']:12} {r['items_per_s']:>10.1f} "
                      f"{r['vs_torch']:>8.2f}x {r['min_cosine_to_torch']:>8.4f}")
+    lines += [f"{precision}: not benchmarked, export refused it: {why}"
+              for precision, why in report.get("refused", {}).items()]
     return "\n".join(lines)
 
 

@@ -99,9 +99,9 @@ def export_bundle(src: Exportable, out_dir: str | Path, precision: str = "fp32",
             _export_graph(module, inputs[role][0], role, fp32_path)
             convert(fp32_path, tmp / GRAPHS[role].file, precision)
             diff = measure_parity(module, tmp / GRAPHS[role].file, role, inputs[role])
-            log.info("parity %s %s: max abs diff %.2e (tolerance %.0e)", role, precision, diff, atol)
+            log.info("parity %s %s: max abs diff %.2e (tolerance %.2g)", role, precision, diff, atol)
             if diff > atol:
-                raise ParityError(f"{role} ({precision}) differs from PyTorch by {diff:.2e} > {atol:.0e}")
+                raise ParityError(f"{role} ({precision}) differs from PyTorch by {diff:.2e} > {atol:.2g}")
             parity[role] = {"max_abs": diff, "atol": atol, "batch_sizes": list(PARITY_BATCHES)}
         src.tokenizer.save(tmp / "tokenizer.json")
         for name, path in src.files.items():
