@@ -29,6 +29,10 @@ PHOTO_QUERIES = {
     "page.png": "a page of printed text",
 }
 PHOTO_DISTRACTORS = ("grass.png", "gravel.png", "retina.jpg", "horse.png")
+# plain queries a new user types: exact CLDR names, searched in the whole demo gallery
+PLAIN_NAMES = ("grinning face", "red heart", "pizza", "dog face", "airplane", "cat face",
+               "birthday cake", "rocket", "sun", "rainbow", "snowman", "hot beverage", "banana",
+               "soccer ball", "guitar", "automobile", "thumbs up", "fire", "ghost", "crown")
 
 
 @dataclass
