@@ -39,6 +39,17 @@ class RerankerGraph(nn.Module):
         return self.model.score(image_tokens, input_ids, attention_mask)  # (b,)
 
 
+class ModelTextGraph(nn.Module):
+    """The text_encoder role over any model with `encode_text(ids, mask) -> (b, d)` normalised."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(input_ids, attention_mask)
+
+
 class FusionModel(TowerEncoders, nn.Module):
     def __init__(self, cfg: FusionConfig) -> None:
         super().__init__()

@@ -34,7 +34,8 @@ from torch import nn
 
 from encoders.config import LiTConfig
 from encoders.efficientnet import EfficientNetLite, load_packaged
-from encoders.fusion import RerankerGraph
+from encoders.fusion import ModelTextGraph, RerankerGraph
+from encoders.hf import padding_bias
 from encoders.layers import CrossAttention
 from encoders.packaged import text_model_folder
 from encoders.pretrained_text import PretrainedTextTower
@@ -153,8 +154,6 @@ class LiTModel(nn.Module):
     # -- reranker --------------------------------------------------------------------------
     def lower_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The text's hidden states below the fusion layers (b, t, width)."""
-        from encoders.hf import padding_bias
-
         out = self.text.encoder(input_ids=ids, attention_mask=padding_bias(mask),
                                 output_hidden_states=True)
         return out.hidden_states[self.text_lower]
@@ -162,8 +161,6 @@ class LiTModel(nn.Module):
     def itm_logits_from_hidden(self, tokens: torch.Tensor, hidden: torch.Tensor,
                                mask: torch.Tensor) -> torch.Tensor:
         """Image tokens (b, n, token_dim), lower text states (b, t, width) -> match logits (b, 2)."""
-        from encoders.hf import padding_bias
-
         bias = padding_bias(mask)
         for layer in self.fusion:
             hidden = layer(hidden, bias, tokens)
@@ -177,7 +174,7 @@ class LiTModel(nn.Module):
         return (self.itm_logits(tokens, ids, mask) / self.itm_temperature).softmax(dim=-1)[:, 1]
 
     def graph_modules(self) -> dict[str, nn.Module]:
-        return {IMAGE: LiTImageGraph(self), TEXT: LiTTextGraph(self), RERANKER: RerankerGraph(self)}
+        return {IMAGE: LiTImageGraph(self), TEXT: ModelTextGraph(self), RERANKER: RerankerGraph(self)}
 
 
 class LiTImageGraph(nn.Module):
@@ -187,12 +184,3 @@ class LiTImageGraph(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.encode_image_with_tokens(pixel_values)
-
-
-class LiTTextGraph(nn.Module):
-    def __init__(self, model: LiTModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(input_ids, attention_mask)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.config import VLMoConfig
-from encoders.fusion import RerankerGraph
+from encoders.fusion import ModelTextGraph, RerankerGraph
 from encoders.layers import Attention, ContrastiveOutputs, feed_forward, padding_bias
 from encoders.roles import IMAGE, RERANKER, TEXT
 
@@ -139,7 +139,7 @@ class VLMo(ContrastiveOutputs, nn.Module):
 
     def graph_modules(self) -> dict[str, nn.Module]:
         """One module per exported role (see `encoders.roles`)."""
-        return {IMAGE: ImageGraph(self), TEXT: TextGraph(self), RERANKER: RerankerGraph(self)}
+        return {IMAGE: ImageGraph(self), TEXT: ModelTextGraph(self), RERANKER: RerankerGraph(self)}
 
 
 
@@ -157,13 +157,3 @@ class ImageGraph(nn.Module):
         tokens = self.model.image_tokens(pixel_values)  # (b, 1 + patches, width)
         return self.model.embed_image_tokens(tokens), tokens
 
-
-class TextGraph(nn.Module):
-    """The text_encoder role: (ids, mask) -> normalised embedding."""
-
-    def __init__(self, model: VLMo) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(input_ids, attention_mask)

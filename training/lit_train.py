@@ -43,6 +43,7 @@ from training.leaks import PROVENANCE, Provenance, write_provenance
 from training.lit_data import Item, keep, provenance_of, source_items
 from training.losses import itc_loss, sample_hard_negatives
 from training.options import TrainConfig
+from training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,6 @@ def _pick_captions(feats: Features, rows: np.ndarray, gen: torch.Generator) -> l
     return [feats.captions[r][p % len(feats.captions[r])] for r, p in zip(rows, picks, strict=True)]
 
 
-def _lr(step: int, steps: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
 def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for p in params if p.ndim > 1]
     other = [p for p in params if p.ndim <= 1]  # biases, norms, scales: no weight decay
@@ -139,7 +134,7 @@ def train_heads(model: LiTModel, feats: Features, cfg: TrainConfig, gen: torch.G
         text = model.embed_text_pooled(torch.from_numpy(feats.texts.pooled[text_rows]))
         loss = itc_loss(image, text, model.logit_scale.clamp(max=math.log(100.0)).exp())
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.steps, cfg.lr, cfg.warmup_steps)
+            group["lr"] = warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,14 +143,23 @@ def train_heads(model: LiTModel, feats: Features, cfg: TrainConfig, gen: torch.G
     return loss.item()
 
 
-def _itm_pairs(model: LiTModel, feats: Features, rows: np.ndarray, gen: torch.Generator
+@torch.no_grad()
+def _itc_embeddings(model: LiTModel, feats: Features) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained heads' embeddings of every image and every text, which hard negatives are
+    drawn by: computed once, in eval mode, since the reranker stage leaves the heads as they are."""
+    model.eval()
+    return (model.embed_pooled(feats.pooled),
+            model.embed_text_pooled(torch.from_numpy(feats.texts.pooled)))
+
+
+def _itm_pairs(model: LiTModel, feats: Features, embeds: tuple[torch.Tensor, torch.Tensor],
+               rows: np.ndarray, gen: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(image tokens, text states, mask, labels) of the step's positive and negative pairs."""
     captions = _pick_captions(feats, rows, gen)
     pos = feats.texts.rows(captions)
     with torch.no_grad():
-        image = model.embed_pooled(feats.pooled[rows])
-        text = model.embed_text_pooled(torch.from_numpy(feats.texts.pooled[pos]))
+        image, text = embeds[0][rows], embeds[1][pos]
         sim = model.logit_scale.exp() * image @ text.t()
         same = torch.from_numpy(np.asarray(captions)[:, None] == np.asarray(captions)[None, :])
         neg_text = sample_hard_negatives(sim, same, gen).numpy()
@@ -182,15 +186,16 @@ def train_reranker(model: LiTModel, feats: Features, cfg: TrainConfig, gen: torc
     params = [*model.token_proj.parameters(), model.token_pos, *model.token_norm.parameters(),
               *model.fusion.parameters(), *model.itm_head.parameters()]
     opt = _optimizer(params, cfg)
+    embeds = _itc_embeddings(model, feats)
     model.train()
     loss = torch.zeros(())
     for step in tqdm(range(cfg.rerank_steps), desc="reranker", disable=not cfg.progress):
         rows = _batch_rows(feats.groups, cfg.rerank_batch, gen)
-        tokens, hidden, mask, labels = _itm_pairs(model, feats, rows, gen)
+        tokens, hidden, mask, labels = _itm_pairs(model, feats, embeds, rows, gen)
         logits = model.itm_logits_from_hidden(tokens, hidden, mask)
         loss = torch.nn.functional.cross_entropy(logits, labels)
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.rerank_steps, cfg.rerank_lr, cfg.warmup_steps)
+            group["lr"] = warmup_cosine(step, cfg.rerank_steps, cfg.rerank_lr, cfg.warmup_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -205,11 +210,12 @@ def train_reranker(model: LiTModel, feats: Features, cfg: TrainConfig, gen: torc
 def _margins(model: LiTModel, feats: Features, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Match-logit margins and labels of positive and negative pairs drawn as in training."""
     margins, labels = [], []
+    embeds = _itc_embeddings(model, feats)
     for start in range(0, len(feats.items), 64):
         rows = np.arange(start, min(start + 64, len(feats.items)))
         if len(rows) < 2:
             break
-        tokens, hidden, mask, y = _itm_pairs(model, feats, rows, gen)
+        tokens, hidden, mask, y = _itm_pairs(model, feats, embeds, rows, gen)
         logits = model.itm_logits_from_hidden(tokens, hidden, mask)
         margins.append((logits[:, 1] - logits[:, 0]).numpy())
         labels.append(y.numpy())

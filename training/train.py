@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from training.forward import student_outputs
 from training.losses import itc_loss, itm_loss
 from training.momentum import MomentumTeacher
 from training.options import TrainConfig, add_arguments, config_from_args
+from training.schedule import warmup_cosine
 from training.sources import load_sources
 from training.state import TrainState, load_state, save_state
 
@@ -48,10 +48,7 @@ class TrainingInterrupted(RuntimeError):
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_steps)
 
 
 def _check_resumable(cfg: TrainConfig, out: Path) -> None:
