@@ -57,13 +57,21 @@ SAMPLE = 400
 CURVE = (1, 4, 16)
 
 
-def _measure(engine: OnnxEngine, data: sets.EvalSet, k: int, workdir: Path, key: str) -> dict:
+def _encode(engine: OnnxEngine, data: sets.EvalSet) -> tuple:
+    """The set's leak check, then (image embeddings, image tokens, text embeddings), encoded once
+    per report: the recall table, the calibration pairs and the plain names share them."""
     sets.check(engine, data.held_out)
+    return engine_embeddings(engine, data.images, data.texts)
+
+
+def _measure(engine: OnnxEngine, data: sets.EvalSet, encoded: tuple, k: int, workdir: Path,
+             key: str) -> dict:
     # a model trained without its reranker stage (the held-out-concepts one) shows no rerank rows
     trained_reranker = bool(engine.manifest.training.get("rerank_steps", 1))
     result = evaluate_engine_reranked(engine, data.images, data.texts, data.owner, k=k,
                                       rerank=trained_reranker, sample=SAMPLE,
-                                      curve_ks=tuple(d for d in CURVE if d <= k))
+                                      curve_ks=tuple(d for d in CURVE if d <= k),
+                                      embeddings=encoded)
     (workdir / f"{key}.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_recall_vs_k(result, workdir / f"{key}_recall_vs_k.png", data.name)
     return result
@@ -73,9 +81,9 @@ def _trained_on(engine: OnnxEngine) -> str:
     return "; ".join(read_provenance(engine.path).sources)
 
 
-def _photo_rows(engine: OnnxEngine, data: sets.EvalSet) -> tuple[list[str], int]:
+def _photo_rows(data: sets.EvalSet, encoded: tuple) -> tuple[list[str], int]:
     """One line per query: what it should find, what came first; and how many came first."""
-    images, _, texts = engine_embeddings(engine, data.images, data.texts)
+    images, _, texts = encoded
     order = np.argsort(-(texts @ images.T), axis=1)
     lines, right = ["| query | photo | first result | rank of the photo |", "| --- | --- | --- | --- |"], 0
     for q, text in enumerate(data.texts):
@@ -86,10 +94,11 @@ def _photo_rows(engine: OnnxEngine, data: sets.EvalSet) -> tuple[list[str], int]
     return lines, right
 
 
-def _plain_names(engine: OnnxEngine, k: int) -> tuple[list[str], dict]:
+def _plain_names(engine: OnnxEngine, data: sets.EvalSet, encoded: tuple, k: int
+                 ) -> tuple[list[str], dict]:
     """Each plain name's first result in the whole gallery, plain and reranked (top-k by ITM)."""
-    data = sets.twemoji_gallery()
-    images, tokens, texts = engine_embeddings(engine, data.images, list(sets.PLAIN_NAMES))
+    images, tokens, _ = encoded
+    texts = engine.encode_texts(list(sets.PLAIN_NAMES))
     order = np.argsort(-(texts @ images.T), axis=1)
     lines = ["| query | first result | first result, reranked |", "| --- | --- | --- |"]
     hits = {"top1": 0, "top5": 0, "reranked_top1": 0}
@@ -105,10 +114,11 @@ def _plain_names(engine: OnnxEngine, k: int) -> tuple[list[str], dict]:
     return lines, hits
 
 
-def _pairs(engine: OnnxEngine, data: sets.EvalSet, negatives_per_image: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(engine: OnnxEngine, data: sets.EvalSet, encoded: tuple, negatives_per_image: int = 3
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Match probabilities and labels: each image with its text, and with its hardest wrong
     texts by the dual encoder (what a rerank meets) -- or its listed distractors."""
-    images, tokens, texts = engine_embeddings(engine, data.images, data.texts)
+    images, tokens, texts = encoded
     owner = np.asarray(data.owner)
     sims = images @ texts.T
     probs, labels = [], []
@@ -189,19 +199,19 @@ def main(engine_dir: Path, out: Path, workdir: Path, k: int = 16, cache: Path | 
     engine = OnnxEngine(engine_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     shipped = _trained_on(engine)
-    gallery = _measure(engine, sets.twemoji_gallery(), k, workdir, "gallery")
+    gallery_set, noto_set, comp_set, photo_set = (sets.twemoji_gallery(), sets.noto(workdir),
+                                                  sets.compositional(), sets.photos())
+    encoded = {id(data): _encode(engine, data) for data in (gallery_set, noto_set, comp_set, photo_set)}
+    gallery = _measure(engine, gallery_set, encoded[id(gallery_set)], k, workdir, "gallery")
     holdout_engine = OnnxEngine(_held_out_engine(workdir, cache or workdir / "features"))
     concepts_set = sets.held_out_concepts("test")
-    concepts = _measure(holdout_engine, concepts_set, k, workdir, "concepts")
-    noto_set = sets.noto(workdir)
-    noto = _measure(engine, noto_set, k, workdir, "noto")
-    comp_set = sets.compositional()
-    comp = _measure(engine, comp_set, k, workdir, "compositional")
-    name_lines, name_hits = _plain_names(engine, k)
-    photo_set = sets.photos()
-    sets.check(engine, photo_set.held_out)
-    photo_lines, photo_right = _photo_rows(engine, photo_set)
-    curves = {name: reliability(*_pairs(engine, data)) for name, data in
+    concepts = _measure(holdout_engine, concepts_set, _encode(holdout_engine, concepts_set), k,
+                        workdir, "concepts")
+    noto = _measure(engine, noto_set, encoded[id(noto_set)], k, workdir, "noto")
+    comp = _measure(engine, comp_set, encoded[id(comp_set)], k, workdir, "compositional")
+    name_lines, name_hits = _plain_names(engine, gallery_set, encoded[id(gallery_set)], k)
+    photo_lines, photo_right = _photo_rows(photo_set, encoded[id(photo_set)])
+    curves = {name: reliability(*_pairs(engine, data, encoded[id(data)])) for name, data in
               (("compositional test split", comp_set), ("Twemoji -> Noto", noto_set))}
     plot_reliability(curves, out.with_name("quality-reliability.png"), "ITM match probability, held-out pairs")
     speed = _speed(engine)
@@ -216,7 +226,7 @@ def main(engine_dir: Path, out: Path, workdir: Path, k: int = 16, cache: Path | 
          "BLIP. Recall in %. Before any figure is measured, each split's held-out claim is checked "
          "against the provenance the engine carries (`training.leaks`); a leaking split stops the report."),
         "", "## Goals", "", *goals, "",
-        *_section("Twemoji gallery (trained on)", sets.twemoji_gallery(), gallery, shipped),
+        *_section("Twemoji gallery (trained on)", gallery_set, gallery, shipped),
         *_section("Twemoji concepts held out of training", concepts_set, concepts, _trained_on(holdout_engine)),
         ("The shipped model trains on every concept; this table is a model trained by the same "
          "preset without these concepts (`--holdout test`, heads only), in a gallery of those concepts."),
@@ -225,7 +235,7 @@ def main(engine_dir: Path, out: Path, workdir: Path, k: int = 16, cache: Path | 
         *_section("Compositional test split", comp_set, comp, shipped),
         "## Plain names in the demo gallery (trained on)", "",
         (f"{len(sets.PLAIN_NAMES)} exact CLDR names a new user might type, each searched in the whole "
-         f"gallery of {len(sets.twemoji_gallery().texts)}: the right emoji first for {name_hits['top1']}, "
+         f"gallery of {len(gallery_set.texts)}: the right emoji first for {name_hits['top1']}, "
          f"in the top 5 for {name_hits['top5']}; reranked (ITM, top-{k}) first for "
          f"{name_hits['reranked_top1']}."), "", *name_lines, "",
         "## Real photos (never trained on)", "", photo_set.name + "; the distractors answer no query.", "",
