@@ -26,6 +26,13 @@ def _index(args: argparse.Namespace) -> int:
                 seconds=args.seconds)
 
 
+def _update(args: argparse.Namespace) -> int:
+    from bench.update import main
+
+    return main(tuple(args.sizes), args.dim, tuple(args.tokens), args.before_max, args.queries,
+                args.rounds, args.workdir, args.out, args.json)
+
+
 def _build(args: argparse.Namespace) -> int:
     from bench.build import main
 
@@ -102,6 +109,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--seconds", type=float, default=2.0, help="time per QPS measurement")
     p.set_defaults(func=_index)
+
+    p = bench.add_parser("update", help="add, delete and compact: segments against the version "
+                                        "before them, in one run")
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--dim", type=int, default=256, help="embedding width (the default engine's)")
+    p.add_argument("--tokens", type=int, nargs=2, default=[49, 128],
+                   help="image tokens per image and their width (the default engine's)")
+    p.add_argument("--before-max", type=int, default=200_000,
+                   help="largest size the version before segments is run at (it loads the "
+                        "whole index into memory to change it)")
+    p.add_argument("--queries", type=int, default=200, help="single queries per QPS round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--workdir", type=Path, default=Path("var/bench-update"))
+    p.add_argument("--out", type=Path, help="also write the markdown report here")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.set_defaults(func=_update)
 
     p = bench.add_parser("build", help="index build throughput vs the engine's raw throughput")
     p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))

@@ -28,8 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.http import HttpConnection, encode_request
 from index import bundle
-from index.metadata import Item, read_all
+from index.metadata import Item
 from index.sources import read_uri
+from index.update import live_items
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120.0
@@ -246,7 +247,7 @@ def index_items(index_dir: Path) -> tuple[Callable[[str], bytes], list[Item]]:
     def read(uri: str) -> bytes:
         return read_uri(bundle.image_root(version, manifest.source, uri), uri)
 
-    return read, read_all(version / bundle.METADATA_FILE)
+    return read, live_items(version.parent, version, manifest)
 
 
 def query_texts(items: list[Item], n: int, seed: int = 0) -> list[str]:

@@ -19,9 +19,11 @@ import numpy as np
 
 from encoders.engine import Engine
 from encoders.errors import InputError
-from index.bundle import IndexManifest, finish_manifest, publish
+from index.bundle import IndexManifest
 from index.executors import Progress, run_local
+from index.lock import writer_lock
 from index.metadata import Item
+from index.segment import write_segment
 from index.shards import Assembled, Plan, assemble, prepare_work
 from index.sources import (  # noqa: F401 - re-exported: callers import these from here
     CAPTIONS_FILE,
@@ -31,7 +33,8 @@ from index.sources import (  # noqa: F401 - re-exported: callers import these fr
     read_captions,
     read_source,
 )
-from index.writer import Contents, write_contents, write_skipped
+from index.version import VersionPlan, publish_version
+from index.writer import Contents
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def build_records(engine: Engine, root: Path, records: list[Record], out_root: s
              for i, r in zip(item_ids, done.rows)]
     caption_ids, caption_embeds = encode_captions(engine, items)
     contents = Contents(item_ids, done.embeds, done.tokens, items, caption_ids, caption_embeds,
-                        np.zeros(0, np.int64), done.full_tokens)
+                        done.full_tokens)
     skipped = [(records[r].uri, message) for r, message in done.errors]
     manifest = publish_contents(engine.engine_id, contents, out_root, opts, source=source,
                                 skipped=skipped, next_id=int(ids.max()) + 1)
@@ -149,22 +152,16 @@ def finish_work(done: Assembled) -> None:
 
 def publish_contents(engine_id: str, contents: Contents, out_root: Path, opts: BuildOptions,
                      source: str = "", skipped: list[tuple[str, str]] | None = None,
-                     next_id: int = 0, parent: str = "", index: Any = None,
-                     base: IndexManifest | None = None) -> IndexManifest:
-    """Write `contents` as a new version of `out_root` and make it CURRENT."""
-    with publish(out_root) as (folder, version):
-        fields = write_contents(folder, contents, opts.factory, opts.recall, opts.memory_budget,
-                                index=index)
-        write_skipped(folder, skipped or [])
-        if base is not None:  # add keeps the base's trained index and its tuning
-            fields = {"factory": base.factory, "search_params": base.search_params,
-                      "tuning": base.tuning, **fields}
-        fields["tokens"]["pool"] = opts.token_pool
-        manifest = IndexManifest(engine_id=engine_id, source=source, skipped=len(skipped or []),
-                                 next_id=next_id, parent=parent, **fields)
-        manifest = finish_manifest(folder, manifest, version)
-    log.info("published index %s: %d images (%s, %s), %d skipped", version, manifest.count,
-             manifest.factory, manifest.search_params or "exact", manifest.skipped)
+                     next_id: int = 0) -> IndexManifest:
+    """Write `contents` as the one segment of a new version of `out_root`, made CURRENT."""
+    out_root = Path(out_root)
+    with writer_lock(out_root):
+        segment = write_segment(out_root, contents, opts.factory, opts.recall, opts.memory_budget)
+        manifest = publish_version(out_root, VersionPlan(
+            engine_id, contents.embeds.shape[1], [segment], skipped=skipped or [], source=source,
+            next_id=next_id, token_pool=opts.token_pool, full_tokens=contents.full_tokens))
+    log.info("index %s: %s, %s, %d skipped", manifest.version, manifest.factory,
+             manifest.search_params or "exact", manifest.skipped)
     return manifest
 
 

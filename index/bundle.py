@@ -1,13 +1,19 @@
-"""The index bundle contract: manifest, FAISS index and metadata store, published atomically.
+"""The index bundle contract: versions made of immutable segments, published atomically.
 
-An index root folder holds immutable version folders and a `CURRENT` file naming the one
-in use; publishing a new version writes its folder under a temp name, renames it into
-place, then replaces `CURRENT` in one rename. Readers never see a half-written version.
+An index root folder holds a `segments/` folder, immutable version folders and a `CURRENT`
+file naming the version in use. A segment (FAISS index, ids, embeddings, image tokens,
+metadata, caption index) is named by the hash of its `segment.json`, which holds its files'
+checksums, so versions share segment folders and a name proves the content. A version
+folder holds its manifest (the segments it uses, in order), its deletion set and its
+skipped-images report. Publishing writes the version folder under a temp name, renames it
+into place, then replaces `CURRENT` in one rename: readers never see a half-written version.
+Format 1 versions (every file in the version folder) are read as one segment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import time
@@ -17,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from encoders.atomic import sha256_file, staging_dir, write_text_atomic
-from index.errors import IndexBundleError
+from index.durable import write_text
+from index.errors import IndexBundleError, StaleVersionError
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -33,7 +40,10 @@ CAPTION_IDS_FILE = "caption_ids.npy"  # caption index position -> item id
 # folder per batch, `uploads/<32 hex digits>/<file>`; their stored uris are that relative path
 UPLOADS = "uploads"
 UPLOAD_URI = re.compile(rf"{UPLOADS}/[0-9a-f]{{32}}/[^/]+")
-FORMAT_VERSION = 1
+SEGMENTS = "segments"  # in the index root: one folder per segment, named by content
+SEGMENT_FILE = "segment.json"  # a segment's rows, FAISS settings, token layout, checksums
+SEGMENT_NAME = re.compile(r"s[0-9a-f]{24}")
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class IndexManifest:
     deleted: int = 0  # ids deleted since the last compaction (still in the FAISS file)
     next_id: int = 0  # the id the next added image gets; ids are never reused
     parent: str = ""  # the version this one was derived from (add / delete / compact)
+    # format 2: the segments searched, in order: {"name": folder under segments/, "rows": n};
+    # factory, search_params and tuning above are the largest segment's
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexManifest:
@@ -104,45 +117,85 @@ def upload_uri(root: Path, path: Path) -> str | None:
 
 
 def read_manifest(folder: Path, verify: bool = True) -> IndexManifest:
-    """Parse `manifest.json` and, with `verify`, check every file against its checksum."""
+    """Parse `manifest.json` and, with `verify`, check every file against its checksum,
+    the files of every segment the version uses included."""
     try:
         manifest = IndexManifest.from_dict(json.loads((folder / MANIFEST).read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise IndexBundleError(f"cannot read {folder / MANIFEST}: {exc}") from exc
-    for name, expected in manifest.files.items() if verify else ():
+    if manifest.format_version > FORMAT_VERSION:
+        raise IndexBundleError(f"index {folder} has format {manifest.format_version}; this "
+                               f"xmodal reads formats up to {FORMAT_VERSION}: upgrade it")
+    if verify:
+        _verify_files(folder, manifest.files)
+        for entry in manifest.segments:
+            segment_files(segment_folder(folder.parent, entry["name"]), entry["name"], verify=True)
+    return manifest
+
+
+def segment_folder(root: Path, name: str) -> Path:
+    if not SEGMENT_NAME.fullmatch(name):
+        raise IndexBundleError(f"bad segment name {name!r} in an index manifest")
+    return Path(root) / SEGMENTS / name
+
+
+def segment_name(info_json: bytes) -> str:
+    """A segment's name: the hash of its `segment.json`, which holds its files' checksums."""
+    return "s" + hashlib.sha256(info_json).hexdigest()[:24]
+
+
+def segment_files(folder: Path, name: str, verify: bool = False) -> dict[str, Any]:
+    """A segment's `segment.json`, its name checked against its content; with `verify`,
+    every file against its checksum too."""
+    try:
+        raw = (folder / SEGMENT_FILE).read_bytes()
+        info = json.loads(raw)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexBundleError(f"cannot read segment {folder / SEGMENT_FILE}: {exc}") from exc
+    if segment_name(raw) != name:
+        raise IndexBundleError(f"segment {folder} fails its checksum (corrupt or modified)")
+    if verify:
+        _verify_files(folder, info["files"])
+    return info
+
+
+def _verify_files(folder: Path, files: dict[str, str]) -> None:
+    for name, expected in files.items():
         target = folder / name
         if not target.is_file():
             raise IndexBundleError(f"index file {target} is missing")
         if sha256_file(target) != expected:
             raise IndexBundleError(f"index file {target} fails its checksum (corrupt or modified)")
-    return manifest
+
+
+def current_name(root: Path) -> str | None:
+    pointer = Path(root) / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else None
 
 
 @contextlib.contextmanager
-def publish(root: str | Path) -> Iterator[tuple[Path, str]]:
+def publish(root: str | Path, parent: str | None = None) -> Iterator[tuple[Path, str]]:
     """Stage a new version under `root`; on success it becomes the one `CURRENT` names.
 
     `with publish(root) as (folder, version): ...` writes into a temp folder; an error
-    inside the block leaves the root exactly as it was.
+    inside the block leaves the root exactly as it was. `parent`: the version `CURRENT` must
+    still name when the new one replaces it (checked last, under the writer lock the caller
+    holds), else `StaleVersionError` and nothing is published.
     """
     root = Path(root)
     version = new_version_name()
     with staging_dir(root / version) as folder:
         yield folder, version
+        if parent is not None and current_name(root) != parent:
+            raise StaleVersionError(f"index root {root} names {current_name(root)} as CURRENT, "
+                                    f"not {parent}: it changed since {parent} was loaded")
     write_text_atomic(root / CURRENT, version + "\n")
 
 
-def finish_manifest(folder: Path, manifest: IndexManifest, version: str,
-                    known: dict[str, str] | None = None) -> IndexManifest:
-    """Checksum the files already in `folder` and write the manifest last.
-
-    `known`: checksums of files hard-linked unchanged from a verified parent version, so an
-    update does not re-read gigabytes it did not touch.
-    """
-    known = known or {}
-    files = {p.name: known.get(p.name) or sha256_file(p)
-             for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+def finish_manifest(folder: Path, manifest: IndexManifest, version: str) -> IndexManifest:
+    """Checksum the files already in `folder` and write the manifest last."""
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
     done = IndexManifest(**{**asdict(manifest), "files": files, "version": version,
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    (folder / MANIFEST).write_text(json.dumps(asdict(done), indent=2) + "\n")
+    write_text(folder / MANIFEST, json.dumps(asdict(done), indent=2) + "\n")
     return done

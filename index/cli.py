@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -62,6 +65,22 @@ def _reindex(args: argparse.Namespace) -> int:
     return _report(reindex(OnnxEngine(args.engine), args.index, args.out, _options(args)))
 
 
+def _refusals(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A change that is refused (bad input, another writer, a full disk) ends with one line
+    naming why, and exit status 1; nothing was published."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from encoders.errors import InputError
+        from index.errors import IndexError_
+
+        try:
+            return command(args)
+        except (InputError, IndexError_, OSError) as exc:
+            print(f"xmodal index {args.op}: {exc}; nothing was published", file=sys.stderr)
+            return 1
+    return run
+
+
 def _build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=1024, help="images per checkpointed shard")
@@ -84,27 +103,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image folder, .jsonl dataset file, or WebDataset .tar shard(s)")
     p.add_argument("--out", type=Path, required=True, help="index root folder")
     _build_flags(p)
-    p.set_defaults(func=_build)
+    p.set_defaults(func=_refusals(_build))
 
     p = ops.add_parser("add", help="add images to the current version (publishes a new one)")
     p.add_argument("--engine", type=Path, required=True)
     p.add_argument("--index", type=Path, required=True, help="index root folder")
     p.add_argument("--images", type=Path, required=True)
     _build_flags(p)
-    p.set_defaults(func=_add)
+    p.set_defaults(func=_refusals(_add))
 
     p = ops.add_parser("delete", help="delete ids (publishes a new version)")
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("ids", type=int, nargs="+")
-    p.set_defaults(func=_delete)
+    p.set_defaults(func=_refusals(_delete))
 
     p = ops.add_parser("compact", help="drop deleted ids for good; retrain and retune")
     p.add_argument("--index", type=Path, required=True)
-    p.set_defaults(func=_compact)
+    p.set_defaults(func=_refusals(_compact))
 
     p = ops.add_parser("reindex", help="build a bundle for a new engine from the stored images")
     p.add_argument("--engine", type=Path, required=True, help="the new engine bundle")
     p.add_argument("--index", type=Path, required=True, help="the index root serving now")
     p.add_argument("--out", type=Path, required=True, help="a new index root")
     _build_flags(p)
-    p.set_defaults(func=_reindex)
+    p.set_defaults(func=_refusals(_reindex))

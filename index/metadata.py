@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from encoders.errors import InputError
+from index.durable import sqlite_file
 
 SCHEMA = """
 CREATE TABLE items (
@@ -34,14 +35,12 @@ class Item:
 
 
 def write_store(path: Path, items: Iterable[Item]) -> None:
-    with sqlite3.connect(path) as db:
+    with sqlite_file(path) as db:
         db.execute(SCHEMA)
         db.executemany(
             "INSERT INTO items (id, path, caption, fields) VALUES (?, ?, ?, ?)",
             ((i.id, i.path, i.caption, json.dumps(i.fields)) for i in items),
         )
-    # sqlite3's context manager commits but does not close
-    db.close()
 
 
 @dataclass(frozen=True)

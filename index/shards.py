@@ -21,6 +21,7 @@ import numpy as np
 
 from encoders.errors import InputError
 from encoders.preprocess import ImagePreprocess, load_image, preprocess
+from index.durable import write_stream, write_text
 from index.sources import Record, read_bytes
 from index.tokens import pool_tokens
 
@@ -125,13 +126,10 @@ class ShardWriter:
 
     def write(self) -> Path:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, rows=np.asarray(self.rows, dtype=np.int64),
-                     embeds=_stack(self.embeds, np.float32), tokens=_stack(self.tokens, np.float16),
-                     errors=np.asarray(json.dumps(self.errors)),
-                     full_tokens=np.asarray(self.full_tokens))
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_stream(tmp, lambda handle: np.savez(
+            handle, rows=np.asarray(self.rows, dtype=np.int64),
+            embeds=_stack(self.embeds, np.float32), tokens=_stack(self.tokens, np.float16),
+            errors=np.asarray(json.dumps(self.errors)), full_tokens=np.asarray(self.full_tokens)))
         os.replace(tmp, self.path)
         return self.path
 
@@ -156,8 +154,8 @@ def shard_path(work: Path, shard: int) -> Path:
 def prepare_work(work: Path, plan: Plan) -> list[int]:
     """Create or reopen a work folder; the shards still to encode."""
     work.mkdir(parents=True, exist_ok=True)
-    (work / PLAN_FILE).write_text(json.dumps({"key": plan.key, "engine_id": plan.engine_id,
-                                              "records": len(plan.records)}) + "\n")
+    write_text(work / PLAN_FILE, json.dumps({"key": plan.key, "engine_id": plan.engine_id,
+                                             "records": len(plan.records)}) + "\n")
     todo = [s for s in range(plan.shards) if not shard_path(work, s).is_file()]
     if len(todo) < plan.shards:
         log.info("resuming build %s: %d of %d shards already encoded", plan.key,

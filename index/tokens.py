@@ -40,10 +40,6 @@ def expand_tokens(pooled: np.ndarray, full: int) -> np.ndarray:
     return np.repeat(pooled, sizes, axis=1)
 
 
-def write_tokens(path: Path, tokens: np.ndarray) -> None:
-    np.save(path, np.ascontiguousarray(tokens, dtype=np.float16))
-
-
 def open_tokens(path: Path) -> np.ndarray:
     """The store as a read-only memory map: nothing is read until a row is sliced."""
     return np.load(path, mmap_mode="r")

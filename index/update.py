@@ -1,84 +1,94 @@
 """Incremental updates and re-index: each operation publishes a new version atomically.
 
-- add: encode only the new images and append them to the trained FAISS index (an IVF keeps
-  its centroids, so no retraining; the tuned search parameter is kept and recorded as
-  measured on the parent);
-- delete: ids become tombstones (`deleted.npy`) filtered out of every search and removed
-  from the metadata; the FAISS file is hard-linked unchanged;
-- compact: rebuild the FAISS index from the stored embeddings of the live items, retrain
-  and retune, tombstones gone;
+A version is a list of immutable segments plus a deletion set (`index.segment`), so:
+- add: encode only the new images and write them as one new segment; the segments already
+  there are shared, not copied. Small segments are merged by a size-tiered policy (as
+  Lucene's): when `MERGE_FACTOR` segments of one size tier (a power of ten of rows) pile
+  up, they become one, their deleted rows dropped;
+- delete: only a new deletion set is written; the ids are filtered out of every search;
+- compact: every segment merged into one without the deleted rows, its FAISS index chosen,
+  trained and tuned for the new size;
 - re-index: a new bundle for another engine from the stored image list, under a new root,
   while the old root keeps serving.
 Ids are stable through all four: an id always names the same image.
 
-Each change can name the version it must start from (`parent`): when the root's CURRENT
-names another (another writer was there first), it is refused rather than applied to a
-version its caller never saw. `prune` removes old versions, keeping rollback possible.
+Every change holds the root's writer lock (`index.lock`) from reading its parent version to
+replacing CURRENT. A change can also name the version it must start from (`parent`): when
+CURRENT names another (another writer was there first), it is refused rather than applied to
+a version its caller never saw. `prune` removes old versions and the segments only they used,
+keeping rollback possible.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
 import shutil
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from encoders.engine import Engine
 from encoders.errors import InputError
 from index import bundle
-from index.build import (
-    BuildOptions,
-    build_records,
-    encode_captions,
-    encode_records,
-    finish_work,
-    publish_contents,
-)
-from index.errors import IndexError_
+from index.build import BuildOptions, build_records, encode_captions, encode_records, finish_work
+from index.durable import link_or_copy
+from index.errors import StaleVersionError
+from index.lock import writer_lock
 from index.metadata import Item, read_all
+from index.segment import (
+    SegmentRef,
+    adopt_version,
+    merged_contents,
+    read_segment,
+    segment_contents,
+    write_segment,
+)
 from index.sources import TAR_SEP, Record, read_source
-from index.tokens import TOKENS_FILE
+from index.version import VersionPlan, publish_version
 from index.writer import Contents
 
 log = logging.getLogger(__name__)
 
-
-class StaleVersionError(IndexError_):
-    """A change asked to start from a version that the root's CURRENT no longer names."""
+MERGE_FACTOR = 10  # segments of one size tier that are merged into one
 
 
 def _current(root: Path, parent: str | None) -> tuple[Path, bundle.IndexManifest]:
-    """The version folder CURRENT names and its verified manifest; with `parent`, it must be
-    that version."""
+    """The version folder CURRENT names and its manifest; with `parent`, it must be that
+    version. Its files are not re-read: segments are immutable and were verified when the
+    version was loaded or written, and a change must not cost the whole index's size."""
     folder = bundle.resolve(root)
     if parent is not None and folder.name != parent:
         raise StaleVersionError(f"index root {root} names {folder.name} as CURRENT, not "
                                 f"{parent}: it changed since {parent} was loaded")
-    return folder, bundle.read_manifest(folder)
+    return folder, bundle.read_manifest(folder, verify=False)
 
 
-def load_contents(folder: Path) -> Contents:
-    """Every array and item of a published version, as `write_contents` takes them."""
-    items = read_all(folder / bundle.METADATA_FILE)
-    caption_ids = np.zeros(0, np.int64)
-    dim = bundle.read_manifest(folder, verify=False).dim
-    caption_embeds = np.zeros((0, dim), np.float32)
-    if (folder / bundle.CAPTIONS_FAISS).is_file():
-        captions = faiss.read_index(str(folder / bundle.CAPTIONS_FAISS))
-        caption_embeds = captions.reconstruct_n(0, captions.ntotal)
-        caption_ids = np.load(folder / bundle.CAPTION_IDS_FILE)
-    deleted = folder / bundle.DELETED_FILE
-    full = bundle.read_manifest(folder, verify=False).tokens.get("full_tokens", 0)
-    return Contents(np.load(folder / bundle.IDS_FILE), np.load(folder / bundle.EMBEDDINGS_FILE),
-                    np.load(folder / TOKENS_FILE), items, caption_ids, caption_embeds,
-                    np.load(deleted) if deleted.is_file() else np.zeros(0, np.int64), full)
+def _segments(root: Path, folder: Path, base: bundle.IndexManifest) -> list[SegmentRef]:
+    """The base version's segments; a format 1 version becomes one (its files linked)."""
+    if base.format_version < 2:
+        return [adopt_version(root, folder, base)]
+    return [read_segment(root, entry["name"]) for entry in base.segments]
+
+
+def _deleted(folder: Path) -> np.ndarray:
+    path = folder / bundle.DELETED_FILE
+    return np.load(path) if path.is_file() else np.zeros(0, np.int64)
+
+
+def _plan(base: bundle.IndexManifest, segments: list[SegmentRef], deleted: np.ndarray,
+          skipped: list[tuple[str, str]], **changes) -> VersionPlan:
+    """The next version of `base`: same engine, source, ids and token layout."""
+    fields = dict(engine_id=base.engine_id, dim=base.dim, segments=segments, deleted=deleted,
+                  skipped=skipped, source=base.source, next_id=base.next_id,
+                  parent=base.version, token_pool=base.tokens.get("pool"),
+                  full_tokens=base.tokens.get("full_tokens", 0))
+    return VersionPlan(**{**fields, **changes})
 
 
 def add_images(engine: Engine, root: str | Path, images: str | Path,
@@ -91,87 +101,116 @@ def add_images(engine: Engine, root: str | Path, images: str | Path,
     encode checkpoints go (default: the root), e.g. beside the images, so that removing them
     after a failure leaves nothing behind."""
     root = Path(root)
-    folder, base = _current(root, parent)
-    # new tokens must have the shape of the stored ones
-    opts = replace(opts or BuildOptions(), token_pool=base.tokens.get("pool"))
-    if base.engine_id != engine.engine_id:
-        raise InputError(f"index {folder} was built with engine {base.engine_id}, not "
-                         f"{engine.engine_id}; re-index it for the new engine instead")
-    src_root, records = read_source(images)
-    if not records:
-        raise InputError(f"no images to add in {images}")
-    # uris relative to the bundle's source folder when inside it, absolute otherwise
-    records = [replace(r, uri=_relative(src_root, r.uri, Path(base.source))) for r in records]
-    stored = [bundle.upload_uri(root, Path(r.uri)) if Path(r.uri).is_absolute() else None
-              for r in records]
-    # absolute uris stay absolute under any root (Path("/a") / "/b" is "/b")
-    done = encode_records(engine, Path(base.source), records, work_root or root, opts)
-    old = load_contents(folder)
-    new_ids = base.next_id + done.rows
-    items = [Item(int(i), stored[r] or records[r].uri, records[r].caption, records[r].fields)
-             for i, r in zip(new_ids, done.rows)]
-    cap_ids, cap_embeds = encode_captions(engine, items)
-    index = faiss.read_index(str(folder / bundle.FAISS_FILE))
-    index.add(np.ascontiguousarray(done.embeds, np.float32))
-    contents = Contents(
-        np.concatenate([old.ids, new_ids]), np.concatenate([old.embeds, done.embeds]),
-        np.concatenate([old.tokens, done.tokens.astype(np.float16)]), old.items + items,
-        np.concatenate([old.caption_ids, cap_ids]), np.concatenate([old.caption_embeds, cap_embeds]),
-        old.deleted, old.full_tokens)
-    skipped = [(records[r].uri, m) for r, m in done.errors]
-    manifest = publish_contents(base.engine_id, contents, root, opts, source=base.source,
-                                skipped=skipped, next_id=base.next_id + len(records),
-                                parent=base.version, index=index, base=base)
+    with writer_lock(root):
+        folder, base = _current(root, parent)
+        if base.engine_id != engine.engine_id:
+            raise InputError(f"index {folder} was built with engine {base.engine_id}, not "
+                             f"{engine.engine_id}; re-index it for the new engine instead")
+        # new tokens must have the shape of the stored ones
+        opts = replace(opts or BuildOptions(), token_pool=base.tokens.get("pool"))
+        src_root, records = read_source(images)
+        if not records:
+            raise InputError(f"no images to add in {images}")
+        # uris relative to the bundle's source folder when inside it, absolute otherwise
+        records = [replace(r, uri=_relative(src_root, r.uri, Path(base.source))) for r in records]
+        stored = [bundle.upload_uri(root, Path(r.uri)) if Path(r.uri).is_absolute() else None
+                  for r in records]
+        done = encode_records(engine, Path(base.source), records, work_root or root, opts)
+        new_ids = base.next_id + done.rows
+        items = [Item(int(i), stored[r] or records[r].uri, records[r].caption, records[r].fields)
+                 for i, r in zip(new_ids, done.rows)]
+        segments = _segments(root, folder, base)
+        deleted = _deleted(folder)
+        if len(new_ids):
+            cap_ids, cap_embeds = encode_captions(engine, items)
+            contents = Contents(np.asarray(new_ids, np.int64), done.embeds,
+                                done.tokens.astype(np.float16), items, cap_ids, cap_embeds,
+                                done.full_tokens or base.tokens.get("full_tokens", 0))
+            segments.append(write_segment(root, contents, None, _recall(base, opts)))
+            segments, deleted = _merge_tiers(root, segments, deleted, base, opts)
+        skipped = [(records[r].uri, m) for r, m in done.errors]
+        manifest = publish_version(root, _plan(base, segments, deleted, skipped,
+                                               next_id=base.next_id + len(records)))
     finish_work(done)
     return manifest
 
 
 def delete_ids(root: str | Path, ids: list[int], *,
                parent: str | None = None) -> bundle.IndexManifest:
-    """Publish the current version without `ids` (unknown ids are an error, naming them)."""
+    """Publish the current version without `ids` (unknown ids are an error, naming them).
+    Writes only the new deletion set: no segment is touched."""
     root = Path(root)
-    folder, base = _current(root, parent)
-    live = {it.id for it in read_all(folder / bundle.METADATA_FILE)}
-    unknown = sorted(set(ids) - live)
-    if unknown:
-        raise InputError(f"ids not in index {base.version}: {unknown[:20]}")
-    old_deleted = np.load(folder / bundle.DELETED_FILE) if (folder / bundle.DELETED_FILE).is_file() \
-        else np.zeros(0, np.int64)
-    deleted = np.union1d(old_deleted, np.asarray(ids, np.int64))
-    with bundle.publish(root) as (new, version):
-        changed = {bundle.METADATA_FILE, bundle.DELETED_FILE, bundle.MANIFEST}
-        for path in folder.iterdir():
-            if path.name not in changed:
-                _link(path, new / path.name)  # immutable files: share them with the parent
-        shutil.copyfile(folder / bundle.METADATA_FILE, new / bundle.METADATA_FILE)
-        with sqlite3.connect(new / bundle.METADATA_FILE) as db:
-            db.executemany("DELETE FROM items WHERE id = ?", [(int(i),) for i in ids])
-        db.close()
-        np.save(new / bundle.DELETED_FILE, deleted)
-        unchanged = {k: v for k, v in base.files.items() if k not in changed}
-        manifest = replace(base, count=base.count - len(set(ids)), deleted=len(deleted),
-                           parent=base.version)
-        manifest = bundle.finish_manifest(new, manifest, version, known=unchanged)
-    log.info("published %s: %d ids deleted (%d awaiting compaction)", version, len(set(ids)),
-             len(deleted))
+    with writer_lock(root):
+        folder, base = _current(root, parent)
+        segments = _segments(root, folder, base)
+        old = _deleted(folder)
+        wanted = np.unique(np.asarray(ids, np.int64))
+        stored = np.concatenate([np.load(s.folder / bundle.IDS_FILE, mmap_mode="r")
+                                 for s in segments]) if segments else np.zeros(0, np.int64)
+        unknown = np.setdiff1d(wanted, np.setdiff1d(stored, old))
+        if len(unknown):
+            raise InputError(f"ids not in index {base.version}: {unknown[:20].tolist()}")
+        manifest = publish_version(root, _plan(base, segments, np.union1d(old, wanted),
+                                               _skipped(folder)))
+    log.info("published %s: %d ids deleted (%d awaiting compaction)", manifest.version,
+             len(wanted), manifest.deleted)
     return manifest
 
 
 def compact(root: str | Path, opts: BuildOptions | None = None, *,
             parent: str | None = None) -> bundle.IndexManifest:
-    """Rebuild the current version without its deleted ids; retrains and retunes the index."""
+    """Merge every segment into one without the deleted ids; retrains and retunes the index."""
     root = Path(root)
-    folder, base = _current(root, parent)
-    old = load_contents(folder)
-    keep = ~np.isin(old.ids, old.deleted)
-    cap_keep = ~np.isin(old.caption_ids, old.deleted)
-    contents = Contents(old.ids[keep], old.embeds[keep], old.tokens[keep], old.items,
-                        old.caption_ids[cap_keep], old.caption_embeds[cap_keep],
-                        np.zeros(0, np.int64), old.full_tokens)
-    opts = opts or BuildOptions(factory=base.factory, recall=base.tuning.get("recall_target", 0.95))
-    skipped = [(s["uri"], s["error"]) for s in _skipped(folder)]
-    return publish_contents(base.engine_id, contents, root, opts, source=base.source,
-                            skipped=skipped, next_id=base.next_id, parent=base.version)
+    with writer_lock(root):
+        folder, base = _current(root, parent)
+        segments = _segments(root, folder, base)
+        opts = opts or BuildOptions(factory=None, recall=base.tuning.get("recall_target", 0.95))
+        merged, deleted = _merge(root, segments, _deleted(folder), base, opts)
+        return publish_version(root, _plan(base, merged, deleted, _skipped(folder)))
+
+
+def _recall(base: bundle.IndexManifest, opts: BuildOptions) -> float:
+    return base.tuning.get("recall_target", opts.recall)
+
+
+def _tier(rows: int) -> int:
+    return int(math.log10(max(rows, 1)))
+
+
+def _merge_tiers(root: Path, segments: list[SegmentRef], deleted: np.ndarray,
+                 base: bundle.IndexManifest, opts: BuildOptions
+                 ) -> tuple[list[SegmentRef], np.ndarray]:
+    """Merge the segments of any size tier holding `MERGE_FACTOR` or more; repeated, as a
+    merged segment can fill the next tier. Returns the segments and the deletion set left."""
+    while True:
+        tiers: dict[int, list[SegmentRef]] = {}
+        for ref in segments:
+            tiers.setdefault(_tier(ref.info.rows), []).append(ref)
+        full = next((group for group in tiers.values() if len(group) >= MERGE_FACTOR), None)
+        if full is None:
+            return segments, deleted
+        merged, deleted = _merge(root, full, deleted, base, replace(opts, factory=None))
+        keep = [ref for ref in segments if ref not in full]
+        segments = keep + merged
+        log.info("merged %d segments of tier %d into %d", len(full), _tier(full[0].info.rows),
+                 len(merged))
+
+
+def _merge(root: Path, segments: list[SegmentRef], deleted: np.ndarray,
+           base: bundle.IndexManifest, opts: BuildOptions) -> tuple[list[SegmentRef], np.ndarray]:
+    """`segments` as one segment without the `deleted` rows (none when nothing is left), and
+    the deletion set less the ids those rows had: they are gone for good."""
+    if not segments:
+        return [], deleted
+    full = base.tokens.get("full_tokens", 0)
+    parts = [segment_contents(ref.folder, deleted, full) for ref in segments]
+    merged_ids = np.concatenate([np.load(ref.folder / bundle.IDS_FILE, mmap_mode="r")
+                                 for ref in segments])
+    left = np.setdiff1d(deleted, merged_ids)
+    contents = merged_contents(parts)
+    if not len(contents.ids):
+        return [], left
+    return [write_segment(root, contents, opts.factory, _recall(base, opts), opts.memory_budget)], left
 
 
 def reindex(engine: Engine, old_root: str | Path, out_root: str | Path,
@@ -182,7 +221,7 @@ def reindex(engine: Engine, old_root: str | Path, out_root: str | Path,
         raise InputError("re-index into a new root: the old one must keep serving its engine")
     folder = bundle.resolve(old_root)
     base = bundle.read_manifest(folder)
-    items = read_all(folder / bundle.METADATA_FILE)
+    items = live_items(old_root, folder, base)
     records = [Record(it.path, it.caption, it.fields) for it in items]
     records = _with_offsets(Path(base.source), records)
     ids = np.asarray([it.id for it in items], np.int64)
@@ -191,11 +230,22 @@ def reindex(engine: Engine, old_root: str | Path, out_root: str | Path,
     for uri in uploads:
         if (folder.parent / uri).is_file() and not (out_root / uri).exists():
             (out_root / uri).parent.mkdir(parents=True, exist_ok=True)
-            _link(folder.parent / uri, out_root / uri)
+            link_or_copy(folder.parent / uri, out_root / uri)
     read = [replace(r, uri=str((out_root / r.uri).resolve())) if r.uri in uploads else r
             for r in records]
     return build_records(engine, Path(base.source), read, out_root, opts or BuildOptions(),
                          source=base.source, ids=ids, stored_uris=[r.uri for r in records])
+
+
+def live_items(root: Path, folder: Path, base: bundle.IndexManifest) -> list[Item]:
+    """Every item of a version that is not deleted, by id."""
+    dead = set(_deleted(folder).tolist())
+    if base.format_version < 2:
+        items = read_all(folder / bundle.METADATA_FILE)
+    else:
+        items = [it for entry in base.segments
+                 for it in read_all(read_segment(root, entry["name"]).folder / bundle.METADATA_FILE)]
+    return sorted((it for it in items if it.id not in dead), key=lambda it: it.id)
 
 
 def prune(root: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]:
@@ -213,6 +263,11 @@ def prune(root: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]
     current = bundle.resolve(root)
     if current.parent.resolve() != root.resolve():
         raise InputError(f"{root} is a version folder, not an index root; prune a root")
+    with writer_lock(root):
+        return _prune(root, current, keep, protect)
+
+
+def _prune(root: Path, current: Path, keep: int, protect: Iterable[str]) -> list[str]:
     for trash in root.glob(".prune-*"):  # left by an earlier prune that was interrupted
         shutil.rmtree(trash, ignore_errors=True)
     # newest first: by creation time (to the second, kept through copies), then by name
@@ -229,12 +284,28 @@ def prune(root: str | Path, keep: int, protect: Iterable[str] = ()) -> list[str]
             removed.append(version.name)
     if removed:
         log.info("pruned %d old version(s) of %s: %s", len(removed), root, ", ".join(removed))
-        _prune_uploads(root, [root / name for name in kept if _is_version(root / name)])
+        left = [root / name for name in kept if _is_version(root / name)]
+        _prune_segments(root, left)
+        _prune_uploads(root, left)
     return removed
 
 
 def _is_version(path: Path) -> bool:
     return not path.name.startswith(".") and (path / bundle.MANIFEST).is_file()
+
+
+def _prune_segments(root: Path, versions: list[Path]) -> None:
+    """Remove the segments none of `versions` uses, and any a killed writer left half-made
+    (no writer is staging one: the caller holds the lock)."""
+    folder = root / bundle.SEGMENTS
+    if not folder.is_dir():
+        return
+    used = {entry["name"] for v in versions for entry in bundle.read_manifest(v, verify=False).segments}
+    for segment in folder.iterdir():
+        if segment.name not in used:
+            trash = root / f".prune-{segment.name}"
+            os.replace(segment, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def _prune_uploads(root: Path, versions: list[Path]) -> None:
@@ -244,13 +315,8 @@ def _prune_uploads(root: Path, versions: list[Path]) -> None:
         return
     used = set()
     for version in versions:
-        db = sqlite3.connect(f"file:{version / bundle.METADATA_FILE}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT path FROM items WHERE path LIKE ?",
-                              (f"{bundle.UPLOADS}/%",)).fetchall()
-        finally:
-            db.close()
-        used |= {path.split("/")[1] for (path,) in rows if bundle.UPLOAD_URI.fullmatch(path)}
+        paths = [it.path for it in live_items(root, version, bundle.read_manifest(version, verify=False))]
+        used |= {path.split("/")[1] for path in paths if bundle.UPLOAD_URI.fullmatch(path)}
     for batch in folder.iterdir():
         if batch.name not in used and re.fullmatch("[0-9a-f]{32}", batch.name):
             shutil.rmtree(batch, ignore_errors=True)
@@ -278,15 +344,8 @@ def _relative(src_root: Path, uri: str, base_root: Path) -> str:
         return str(path) + rest
 
 
-def _skipped(folder: Path) -> list[dict[str, str]]:
-    import json
-
+def _skipped(folder: Path) -> list[tuple[str, str]]:
+    """The parent's skipped-images report, carried into a version derived from it."""
     path = folder / bundle.SKIPPED_FILE
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem, or links not allowed: copy instead
-        shutil.copy2(src, dst)
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [(row["uri"], row["error"]) for row in rows]

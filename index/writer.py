@@ -1,5 +1,6 @@
-"""Writing the files of one index version from arrays: FAISS index (chosen and tuned),
-ids, embeddings, image tokens, metadata, caption index. Build, add and compact all end here.
+"""Writing the files of one index segment from arrays: FAISS index (chosen and tuned), ids,
+embeddings, image tokens, metadata, caption index. Build, add and merge all end here, and
+every file goes through `index.durable`, so a failed write raises instead of publishing.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import numpy as np
 
 from index import bundle
 from index.choose import RECALL_K, choose_factory, exact_topk, make_index, recall_at, tune
+from index.durable import save_array, save_faiss, save_rows, write_text
 from index.metadata import Item, write_store
-from index.tokens import TOKENS_FILE, bytes_per_image, write_tokens
+from index.tokens import TOKENS_FILE, bytes_per_image
 
 log = logging.getLogger(__name__)
 
@@ -25,44 +27,32 @@ TUNING_QUERIES = 1000
 
 @dataclass
 class Contents:
-    """Everything a version holds, aligned by FAISS position."""
+    """Everything a segment holds, aligned by FAISS position."""
 
     ids: np.ndarray  # (n,) int64 ascending item ids
     embeds: np.ndarray  # (n, dim) float32
-    tokens: np.ndarray  # (n, tokens, width) float16
+    tokens: Any  # (n, tokens, width) float16: an array, or rows gathered from stores (merge)
     items: list[Item]  # metadata of the live items
     caption_ids: np.ndarray  # (m,) item ids that have a caption
     caption_embeds: np.ndarray  # (m, dim) float32 text embeddings of those captions
-    deleted: np.ndarray  # item ids deleted but still in the FAISS index
     full_tokens: int = 0  # tokens per image the engine gives, before any pooling
-
-    @property
-    def live(self) -> int:
-        return len(self.ids) - len(self.deleted)
 
 
 def write_contents(folder: Path, c: Contents, factory: str | None, recall_target: float,
-                   memory_budget: int | None = None, index: faiss.Index | None = None,
-                   seed: int = 0) -> dict[str, Any]:
-    """Write every file but the manifest; return the manifest fields they determine.
-
-    `index`: an already-filled FAISS index to store as is (add keeps the trained IVF and
-    tuned parameters instead of retraining); otherwise one is chosen, trained and tuned.
-    """
+                   memory_budget: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Write a segment's data files; return the `segment.json` fields they determine. The
+    FAISS index is chosen for the segment's size (`factory` None), trained and tuned."""
     n, dim = c.embeds.shape
-    fields: dict[str, Any] = {"count": c.live, "dim": dim, "deleted": len(c.deleted)}
-    if index is None:
-        # built where it will be served, as a rule: a GPU here means a GPU-searchable type
-        chosen = factory or choose_factory(n, dim, memory_budget, gpu=faiss.get_num_gpus() > 0)
-        index = make_index(chosen, c.embeds, seed=seed)
-        tuning = _tune(index, c, recall_target, seed)
-        fields.update(factory=chosen, search_params=tuning.pop("search_params"), tuning=tuning)
-    faiss.write_index(index, str(folder / bundle.FAISS_FILE))
-    np.save(folder / bundle.IDS_FILE, c.ids.astype(np.int64))
-    np.save(folder / bundle.EMBEDDINGS_FILE, c.embeds.astype(np.float32))
-    if len(c.deleted):
-        np.save(folder / bundle.DELETED_FILE, np.sort(c.deleted).astype(np.int64))
-    write_tokens(folder / TOKENS_FILE, c.tokens)
+    fields: dict[str, Any] = {"rows": n, "dim": dim}
+    # built where it will be served, as a rule: a GPU here means a GPU-searchable type
+    chosen = factory or choose_factory(n, dim, memory_budget, gpu=faiss.get_num_gpus() > 0)
+    index = make_index(chosen, c.embeds, seed=seed)
+    tuning = _tune(index, c, recall_target, seed)
+    fields.update(factory=chosen, search_params=tuning.pop("search_params"), tuning=tuning)
+    save_faiss(folder / bundle.FAISS_FILE, index)
+    save_array(folder / bundle.IDS_FILE, c.ids.astype(np.int64))
+    save_array(folder / bundle.EMBEDDINGS_FILE, c.embeds.astype(np.float32))
+    save_rows(folder / TOKENS_FILE, c.tokens, np.float16)
     fields["tokens"] = {"file": TOKENS_FILE, "shape": list(c.tokens.shape), "dtype": "float16",
                         "bytes_per_image": bytes_per_image(c.tokens),
                         "full_tokens": c.full_tokens or int(c.tokens.shape[1])}
@@ -73,8 +63,8 @@ def write_contents(folder: Path, c: Contents, factory: str | None, recall_target
         # enough until a collection has many millions of captions
         captions = faiss.IndexFlatIP(dim)
         captions.add(np.ascontiguousarray(c.caption_embeds, dtype=np.float32))
-        faiss.write_index(captions, str(folder / bundle.CAPTIONS_FAISS))
-        np.save(folder / bundle.CAPTION_IDS_FILE, c.caption_ids.astype(np.int64))
+        save_faiss(folder / bundle.CAPTIONS_FAISS, captions)
+        save_array(folder / bundle.CAPTION_IDS_FILE, c.caption_ids.astype(np.int64))
     return fields
 
 
@@ -119,7 +109,7 @@ def _drop(found: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
 def write_skipped(folder: Path, errors: list[tuple[str, str]]) -> None:
     """The report of unreadable images, one JSON line each (always written, maybe empty)."""
     lines = [json.dumps({"uri": uri, "error": err}) for uri, err in errors]
-    (folder / bundle.SKIPPED_FILE).write_text("".join(line + "\n" for line in lines))
+    write_text(folder / bundle.SKIPPED_FILE, "".join(line + "\n" for line in lines))
 
 
 __all__ = ["Contents", "recall_at", "write_contents", "write_skipped"]

@@ -175,7 +175,7 @@ class QueryPipeline:
 
     @property
     def can_rerank(self) -> bool:
-        return self.runtime.engine.has_reranker and self.runtime.searcher.token_store is not None
+        return self.runtime.engine.has_reranker and self.runtime.searcher.has_tokens
 
     async def match_probabilities(self, text: str, ids: Sequence[int]) -> np.ndarray:
         """The reranker's match probability of `text` with each stored image, in `ids` order.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Any
 
@@ -20,6 +21,17 @@ def _not_blank(value: str) -> str:
 MAX_RERANK_K = 100
 MAX_ID = 2**63 - 1  # ids are SQLite integers
 ItemId = Annotated[int, Field(ge=0, le=MAX_ID)]
+# an id as the service writes it in URLs: ASCII digits ([0-9], not str.isdigit's superscripts
+# and other scripts' digits), no leading zero, at most MAX_ID's 19 digits
+CANONICAL_ID = r"^(0|[1-9][0-9]{0,18})$"
+
+
+def parse_item_id(text: str) -> int | None:
+    """An id written as `CANONICAL_ID` and within MAX_ID; None for anything else."""
+    if re.fullmatch(CANONICAL_ID.strip("^$"), text) is None:
+        return None
+    number = int(text)
+    return number if number <= MAX_ID else None
 Scalar = str | int | float | bool
 
 

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from encoders.engine import OnnxEngine
+from tests.disk import tmpfs
 from xmodal import cli
 from xmodal.demo import DemoPaths
 
@@ -34,3 +36,10 @@ def other_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_engine(other_engine: Path) -> OnnxEngine:
     return OnnxEngine(other_engine, threads=1)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs (tests.disk), mounted for the test and unmounted after it."""
+    with tmpfs(tmp_path / "disk") as folder:
+        yield folder

@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile
 
 from encoders.errors import InputError
 from index import bundle, update
-from index.errors import IndexError_
+from index.errors import IndexBusyError, IndexError_
 from index.sources import CAPTIONS_FILE
 from service.config import Settings
 from service.deps import AdminDep, SettingsDep
@@ -115,6 +115,8 @@ def _write_errors(root: Path, served: str) -> Iterator[None]:
         yield
     except InputError as exc:
         raise InvalidQuery(str(exc)) from exc
+    except IndexBusyError as exc:
+        raise Conflict(f"{exc}; still serving {served}") from exc
     except update.StaleVersionError as exc:
         raise Conflict(f"{exc}; this server serves {served}: reload first (POST "
                        f"/v1/admin/index/reload) so that the change applies to what is "

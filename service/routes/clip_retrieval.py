@@ -43,7 +43,7 @@ from service.deps import PipelineDep, SettingsDep
 from service.errors import InvalidQuery, NotFound, NotReady, describe, responses
 from service.images import decode_base64, decode_upload_off_loop
 from service.pipeline import QueryPipeline
-from service.schemas import MAX_TEXT_CHARS, ItemId
+from service.schemas import MAX_TEXT_CHARS, ItemId, parse_item_id
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,13 @@ def _stored_vector(request: Request, pipeline: QueryPipeline, url: str) -> np.nd
     fetched."""
     prefix = request.url_for("get_image", image_id="0").path.removesuffix("0")
     path = urlsplit(url).path
-    number = path.removeprefix(prefix) if path.startswith(prefix) else ""
-    if not number.isdigit() or str(int(number)) != number:
+    number = parse_item_id(path.removeprefix(prefix)) if path.startswith(prefix) else None
+    if number is None:
         raise InvalidQuery("image_url: only this service's own image URLs (a result's url, "
-                           f"{prefix}{{id}}) are searched; it fetches no others")
+                           f"{prefix}{{id}}, an id of at most 19 digits) are searched; it "
+                           "fetches no others")
     try:
-        return pipeline.runtime.searcher.vectors([int(number)])[0]
+        return pipeline.runtime.searcher.vectors([number])[0]
     except KeyError as exc:
         raise NotFound(f"image_url: no image with id {number}") from exc
     except IndexBundleError as exc:

@@ -26,12 +26,11 @@ from PIL import Image
 
 from service.deps import PipelineDep
 from service.errors import InvalidQuery, NotFound, NotReady, responses
-from service.schemas import MAX_ID
+from service.schemas import CANONICAL_ID, parse_item_id
 
 router = APIRouter(prefix="/v1/images", tags=["images"],
                    responses=responses(NotFound, InvalidQuery, NotReady))
 
-CANONICAL_ID = r"^(0|[1-9][0-9]{0,18})$"  # MAX_ID has 19 digits
 CACHE_CONTROL = "public, max-age=60"
 THUMBNAIL_SIZES = (16, 1024)  # the smallest and largest `size` a thumbnail may have
 
@@ -47,8 +46,8 @@ async def get_image(
                                       description="a thumbnail: the longer side at most this "
                                                   "many pixels (never enlarged), as WebP")] = None,
 ) -> Response:
-    number = int(image_id)
-    if number > MAX_ID:
+    number = parse_item_id(image_id)
+    if number is None:
         raise NotFound(f"no image with id {image_id}")
     try:
         item, data = await asyncio.to_thread(pipeline.runtime.searcher.image, number)

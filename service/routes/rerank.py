@@ -35,7 +35,7 @@ class RerankResponse(BaseModel):
 def _require_reranker(pipeline: QueryPipeline, stored: bool) -> None:
     if not pipeline.runtime.engine.has_reranker:
         raise InvalidQuery(f"engine {pipeline.engine_id} has no reranker")
-    if stored and pipeline.runtime.searcher.token_store is None:
+    if stored and not pipeline.runtime.searcher.has_tokens:
         raise InvalidQuery(f"index {pipeline.index_version} stores no image tokens to rerank")
 
 

@@ -12,6 +12,7 @@ from index import bundle
 from index.build import build_index
 from index.errors import IndexBundleError
 from index.search import Searcher
+from tests.segments import data_folder
 from training.synthetic import write_gallery
 
 
@@ -56,9 +57,8 @@ def test_failed_publish_leaves_the_root_untouched(engine, images, tmp_path) -> N
 
 
 def test_corrupt_index_file_is_refused_naming_it(engine, images, tmp_path) -> None:
-    manifest = build_index(engine, images, tmp_path / "index")
-    version = tmp_path / "index" / manifest.version
-    with open(version / bundle.FAISS_FILE, "r+b") as handle:
+    build_index(engine, images, tmp_path / "index")
+    with open(data_folder(tmp_path / "index") / bundle.FAISS_FILE, "r+b") as handle:
         handle.seek(-4, 2)
         handle.write(b"\0\0\0\0")
     with pytest.raises(IndexBundleError, match=bundle.FAISS_FILE):

@@ -10,6 +10,7 @@ from index import bundle
 from index.build import build_index
 from index.choose import choose_factory, exact_topk, make_index, recall_at, tune
 from index.search import Searcher
+from tests.segments import data_folder
 
 
 def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
@@ -100,21 +101,21 @@ def test_build_records_factory_and_measured_recall(tiny_engine, gallery, tmp_pat
     assert manifest.tuning["recall_at_10"] >= 0.9 and manifest.tuning["recall_target"] == 0.9
     assert manifest.tuning["queries_from"] == "caption text embeddings"
     searcher = Searcher(tmp_path / "idx", tiny_engine.engine_id)
-    assert searcher.index.nprobe == manifest.search_params["nprobe"]  # applied at load
+    assert searcher.segments[0].index.nprobe == manifest.search_params["nprobe"]  # applied at load
 
 
 def test_mmap_load_gives_the_same_results(tiny_engine, gallery, tmp_path) -> None:
     build_index(tiny_engine, gallery, tmp_path / "idx", workers=0, factory="IVF4,Flat")
     plain = Searcher(tmp_path / "idx", tiny_engine.engine_id)
     mapped = Searcher(tmp_path / "idx", tiny_engine.engine_id, mmap=True)
-    queries = np.asarray(plain.embeddings[:5])
+    queries = plain.vectors(list(plain.ids[:5]))
     assert [[h.id for h in r] for r in plain.search(queries, 5)] == \
         [[h.id for h in r] for r in mapped.search(queries, 5)]
 
 
 def test_corrupt_token_store_fails_its_checksum_naming_it(tiny_engine, gallery, tmp_path) -> None:
     manifest = build_index(tiny_engine, gallery, tmp_path / "idx", workers=0)
-    target = tmp_path / "idx" / manifest.version / manifest.tokens["file"]
+    target = data_folder(tmp_path / "idx") / manifest.tokens["file"]
     data = bytearray(target.read_bytes())
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))

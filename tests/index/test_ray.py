@@ -8,6 +8,7 @@ import ray
 
 from index import bundle
 from index.build import build_index
+from tests.segments import data_folder
 
 # Ray Data warns about its own deprecated settings on start-up; nothing of ours
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -27,8 +28,9 @@ def test_ray_and_local_executors_build_the_same_index(local_ray, tiny_engine, ga
     # two actors: shards are encoded out of order, in parallel, and still land in order
     remote = build_index(tiny_engine, gallery, tmp_path / "ray", executor="ray", ray_actors=2,
                          **opts)
-    a, b = bundle.resolve(tmp_path / "local"), bundle.resolve(tmp_path / "ray")
+    a, b = data_folder(tmp_path / "local"), data_folder(tmp_path / "ray")
     np.testing.assert_array_equal(np.load(a / bundle.EMBEDDINGS_FILE),
                                   np.load(b / bundle.EMBEDDINGS_FILE))
     assert (remote.count, remote.skipped) == (local.count, local.skipped) == (30, 1)
-    assert remote.files == local.files  # FAISS index, stores and report all identical
+    # FAISS index, stores and report all identical: the same segment, by content
+    assert remote.segments == local.segments and remote.files == local.files

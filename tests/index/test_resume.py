@@ -12,6 +12,7 @@ from index import bundle
 from index.build import build_index
 from index.metadata import read_all
 from index.shards import SimulatedCrash
+from tests.segments import data_folder
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -53,13 +54,13 @@ def test_unreadable_images_are_listed_in_the_report(tiny_engine, gallery, tmp_pa
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert manifest.skipped == 1 and [r["uri"] for r in rows] == ["broken.png"]
     assert "cannot decode" in rows[0]["error"]
-    items = read_all(bundle.resolve(tmp_path / "idx") / bundle.METADATA_FILE)
+    items = read_all(data_folder(tmp_path / "idx") / bundle.METADATA_FILE)
     assert "broken.png" not in {it.path for it in items} and len(items) == 30
 
 
 def test_stores_are_aligned_with_the_index(tiny_engine, gallery, tmp_path) -> None:
     manifest = build_index(tiny_engine, gallery, tmp_path / "idx", workers=0)
-    folder = bundle.resolve(tmp_path / "idx")
+    folder = data_folder(tmp_path / "idx")
     ids = np.load(folder / bundle.IDS_FILE)
     tokens = np.load(folder / manifest.tokens["file"], mmap_mode="r")
     assert isinstance(tokens, np.memmap) and tokens.dtype == np.float16

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from encoders.errors import InputError
-from index import search
+from index import segment_search
 from index.build import build_index
 from index.metadata import Filter, Item, MetadataStore, write_store
 from index.search import Searcher
@@ -38,27 +38,27 @@ def filtered(request, tiny_engine, dataset_file: Path, tmp_path_factory) -> Sear
 
 
 def _truth(s: Searcher, queries: np.ndarray, allowed: set[int], k: int) -> list[list[int]]:
-    rows = [p for p, i in enumerate(s.ids) if int(i) in allowed]
-    scores = queries @ np.asarray(s.embeddings)[rows].T
-    return [[int(s.ids[rows[j]]) for j in np.argsort(-r, kind="stable")[:k]] for r in scores]
+    rows = [int(i) for i in s.ids if int(i) in allowed]
+    scores = queries @ s.vectors(rows).T
+    return [[rows[j] for j in np.argsort(-r, kind="stable")[:k]] for r in scores]
 
 
 @pytest.mark.parametrize("path", ["exact", "selector", "overfetch"])
 def test_filtered_search_returns_only_matching_items(filtered, monkeypatch, path) -> None:
     if path != "exact":
-        monkeypatch.setattr(search, "EXACT_BELOW", 0)
+        monkeypatch.setattr(segment_search, "EXACT_BELOW", 0)
     monkeypatch.setattr(filtered, "use_selectors", path != "overfetch")
     where = Filter(equals={"tag": "odd"}, ranges={"date": ("2024-01-05", "2024-01-20")})
     allowed = {it.id for it in filtered.metadata.get(list(map(int, filtered.ids))).values()
                if it.fields["tag"] == "odd" and "2024-01-05" <= it.fields["date"] <= "2024-01-20"}
     assert len(allowed) == 8
-    queries = np.asarray(filtered.embeddings[:4])
+    queries = filtered.vectors(list(filtered.ids[:4]))
     got = [[h.id for h in hits] for hits in filtered.search(queries, 5, where=where)]
     assert got == _truth(filtered, queries, allowed, 5)
 
 
 def test_filter_with_no_match_returns_nothing(filtered) -> None:
-    hits = filtered.search(np.asarray(filtered.embeddings[:2]), 5,
+    hits = filtered.search(filtered.vectors(list(filtered.ids[:2])), 5,
                            where=Filter(equals={"tag": "none"}))
     assert hits == [[], []]
 
@@ -78,7 +78,7 @@ def test_a_filter_sqlite_cannot_run_is_refused_when_made(kwargs, problem) -> Non
 def test_a_filter_at_the_limits_runs(filtered) -> None:
     where = Filter(equals={f"f{i}": 2**63 - 1 for i in range(31)},
                    ranges={"n": (-(2**63), None)})
-    assert filtered.search(np.asarray(filtered.embeddings[:1]), 3, where=where) == [[]]
+    assert filtered.search(filtered.vectors(list(filtered.ids[:1])), 3, where=where) == [[]]
 
 
 def test_metadata_of_more_ids_than_one_statement_takes(tmp_path) -> None:
@@ -139,8 +139,7 @@ def test_webdataset_shards_index_like_the_folder(tiny_engine, gallery, tmp_path)
     for name in names[:3]:
         ia, ib = by_name_a[name], by_name_b[name]
         assert ia.caption == ib.caption
-        np.testing.assert_allclose(a.embeddings[np.searchsorted(a.ids, ia.id)],
-                                   b.embeddings[np.searchsorted(b.ids, ib.id)], atol=1e-5)
+        np.testing.assert_allclose(a.vectors([ia.id]), b.vectors([ib.id]), atol=1e-5)
 
 
 def test_unsupported_source_is_named(tiny_engine, tmp_path) -> None:
@@ -155,4 +154,4 @@ def test_bad_queries_are_refused_with_the_shape_expected(filtered) -> None:
     with pytest.raises(InputError, match=r"\(n, 64\)"):
         filtered.search(np.zeros((2, 3), np.float32), 3)
     with pytest.raises(InputError, match="k must be"):
-        filtered.search(np.asarray(filtered.embeddings[:1]), 0)
+        filtered.search(filtered.vectors(list(filtered.ids[:1])), 0)

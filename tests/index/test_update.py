@@ -27,8 +27,8 @@ def test_add_delete_compact(tiny_engine, gallery, tmp_path) -> None:
 
     s = Searcher(root, tiny_engine.engine_id)
     assert s.version == added.version
-    queries = s.embeddings[-6:]  # the added images' own vectors
-    top = [hits[0] for hits in s.search(np.asarray(queries), 1)]
+    queries = s.vectors(sorted(new_ids))  # the added images' own vectors
+    top = [hits[0] for hits in s.search(queries, 1)]
     assert {h.id for h in top} == new_ids  # added ones found, as their own best match
     assert all(h.item.path.endswith(".png") and h.item.caption for h in top)
     s.close()
@@ -37,7 +37,8 @@ def test_add_delete_compact(tiny_engine, gallery, tmp_path) -> None:
     deleted = delete_ids(root, gone)
     assert deleted.count == added.count - 3 and deleted.deleted == 3
     s = Searcher(root, tiny_engine.engine_id)
-    everything = np.asarray(s.embeddings)
+    before_delete = Searcher(root / added.version, tiny_engine.engine_id)
+    everything = before_delete.vectors(list(before_delete.ids))
     found = _all_ids(s, everything)
     assert not found & set(gone) and len(found) == deleted.count
     s.use_selectors = False  # the GPU path: over-fetch and filter
@@ -50,7 +51,7 @@ def test_add_delete_compact(tiny_engine, gallery, tmp_path) -> None:
     compacted = compact(root)
     assert compacted.count == deleted.count and compacted.deleted == 0
     s = Searcher(root, tiny_engine.engine_id)
-    assert s.index.ntotal == compacted.count and not len(s.deleted)
+    assert [seg.index.ntotal for seg in s.segments] == [compacted.count] and not len(s.deleted)
     assert not _all_ids(s, everything) & set(gone)
     assert len(_all_ids(s, everything)) == compacted.count
     # ids are stable: the same id names the same image before and after compaction

@@ -23,6 +23,7 @@ from service.config import Settings
 from service.main import create_app
 from service.routes import clip_retrieval
 from service.routes.clip_retrieval import DEDUP_THRESHOLD, near_duplicates
+from tests.segments import data_folder
 from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
 
@@ -60,9 +61,9 @@ def _knn(server: str, **fields: object) -> httpx.Response:
 
 
 def _image_vectors(demo: DemoPaths, ids: list[int]) -> np.ndarray:
-    version = bundle.resolve(demo.index)
-    positions = np.searchsorted(np.load(version / bundle.IDS_FILE), ids)
-    return np.load(version / bundle.EMBEDDINGS_FILE)[positions]
+    folder = data_folder(demo.index)
+    positions = np.searchsorted(np.load(folder / bundle.IDS_FILE), ids)
+    return np.load(folder / bundle.EMBEDDINGS_FILE)[positions]
 
 
 def test_clip_client_text_and_image_queries(server: str, demo: DemoPaths) -> None:
@@ -88,6 +89,9 @@ def test_indices_list_and_metadata(server: str) -> None:
 @pytest.mark.parametrize(("body", "status"), [
     ({"text": "x", "modality": "image", "num_images": 3, "indice_name": "other"}, 404),
     ({"image_url": "http://127.0.0.1/x.png", "modality": "image", "num_images": 3}, 422),
+    # ids past 64 bits, and digits that are not ASCII (str.isdigit accepts a superscript two)
+    ({"image_url": "/v1/images/99999999999999999999", "modality": "image", "num_images": 3}, 422),
+    ({"image_url": "/v1/images/\u00b2", "modality": "image", "num_images": 3}, 422),
     ({"modality": "image", "num_images": 3}, 422),
     ({"embedding_input": [0.1, 0.2], "modality": "image", "num_images": 3}, 422),
     ({"text": "x", "modality": "image", "num_images": 0}, 422),

@@ -6,6 +6,7 @@ A bounded run here (30 examples per operation); `make fuzz` runs 500 per operati
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -21,8 +22,13 @@ KEY = "fuzz-admin-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def api_schema(demo: DemoPaths) -> Iterator[schemathesis.Schema]:
-    with live_server(demo.engine, demo.index, api_keys=f'["{KEY}"]') as url:
+def api_schema(demo: DemoPaths, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[schemathesis.Schema]:
+    # its own copy of the index: fuzzed admin calls add, delete and compact for real, and the
+    # session's demo index is shared by every other test
+    index = tmp_path_factory.mktemp("fuzz") / "index"
+    shutil.copytree(demo.index, index)
+    with live_server(demo.engine, index, api_keys=f'["{KEY}"]') as url:
         yield schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
