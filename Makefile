@@ -82,3 +82,10 @@ apt-install:
 
 clean:
 	rm -rf $(VENV) var
+
+# The GPU check (bench/gpu_check.sh): on a GPU machine, one run with a time bound per
+# step; the report is $(OUT)/gpu.md (commit it as bench/results/gpu.md).
+.PHONY: gpu-check
+OUT ?= var/gpu-check
+gpu-check:
+	OUT=$(OUT) bench/gpu_check.sh

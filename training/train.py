@@ -89,7 +89,7 @@ def _recall(model: torch.nn.Module, val: dict) -> dict:
     images = torch.cat([model.encode_image(p) for p in val["pixels"].split(64)])
     texts = torch.cat([model.encode_text(i, m) for i, m in zip(val["ids"].split(64), val["mask"].split(64))])
     model.train()
-    return evaluate(images.float().numpy(), texts.float().numpy(), val["text_to_image"])
+    return evaluate(images.float().cpu().numpy(), texts.float().cpu().numpy(), val["text_to_image"])
 
 
 def _optimizer_step(state: TrainState, cfg: TrainConfig, step: int) -> None:
