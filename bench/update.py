@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from bench.output import emit
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,12 +99,7 @@ def main(sizes: tuple[int, ...], dim: int, tokens: tuple[int, int], before_max: 
                                      "work": str(qps_work)})
     _clear(qps_work)
     results["qps"]["size"] = largest
-    report = render(results, _memory())
-    print(report)
-    if out:
-        out.write_text(report)
-    if json_out:
-        json_out.write_text(json.dumps(results, indent=2) + "\n")
+    emit(render(results, _memory()), out, results, json_out)
     return 0
 
 
@@ -135,7 +132,7 @@ def render(results: dict, memory: int) -> str:
         f"base as segments of {ROWS_PER_SEGMENT:,} rows. The other side is `{results['before']}`, "
         "run from a git worktree in the same run. Operations run in order on one index; the "
         "process holds the served version memory-mapped, as the service does. Written: bytes "
-        "the process wrote (`wchar`); RSS: growth of its resident memory during the operation."),
+        "the process wrote (`wchar`); RSS: growth of its anonymous resident memory (`RssAnon`: not the pages of memory-mapped stores) during the operation."),
         "",
     ]
     lines += _goals(results)

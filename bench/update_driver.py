@@ -120,8 +120,10 @@ class Probe:
 
 
 def _rss() -> int:
+    """Anonymous resident memory: what the process holds, not the pages of the memory-mapped
+    stores it reads, which the kernel may drop at any time."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
     return 0
 

@@ -159,13 +159,24 @@ def segment_files(folder: Path, name: str, verify: bool = False) -> dict[str, An
     return info
 
 
+# files whose checksum passed in this process, with their stat when it did: a segment is
+# shared by every later version, and a reload after each change must not re-read gigabytes
+# that have not changed since (as git's index trusts an unchanged stat)
+_verified: dict[str, tuple[str, tuple[int, ...]]] = {}
+
+
 def _verify_files(folder: Path, files: dict[str, str]) -> None:
     for name, expected in files.items():
         target = folder / name
         if not target.is_file():
             raise IndexBundleError(f"index file {target} is missing")
+        stat = target.stat()
+        seen = (expected, (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+        if _verified.get(str(target)) == seen:
+            continue
         if sha256_file(target) != expected:
             raise IndexBundleError(f"index file {target} fails its checksum (corrupt or modified)")
+        _verified[str(target)] = seen
 
 
 def current_name(root: Path) -> str | None:

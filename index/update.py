@@ -164,7 +164,9 @@ def compact(root: str | Path, opts: BuildOptions | None = None, *,
     with writer_lock(root):
         folder, base = _current(root, parent)
         segments = _segments(root, folder, base)
-        opts = opts or BuildOptions(factory=None, recall=base.tuning.get("recall_target", 0.95))
+        # the factory the index was built with (its largest segment's), as a rebuild keeps it
+        opts = opts or BuildOptions(factory=base.factory or None,
+                                    recall=base.tuning.get("recall_target", 0.95))
         merged, deleted = _merge(root, segments, _deleted(folder), base, opts)
         return publish_version(root, _plan(base, merged, deleted, _skipped(folder)))
 

@@ -58,6 +58,7 @@ def test_failed_publish_leaves_the_root_untouched(engine, images, tmp_path) -> N
 
 def test_corrupt_index_file_is_refused_naming_it(engine, images, tmp_path) -> None:
     build_index(engine, images, tmp_path / "index")
+    Searcher(tmp_path / "index", engine.engine_id).close()  # verified once: not trusted after a write
     with open(data_folder(tmp_path / "index") / bundle.FAISS_FILE, "r+b") as handle:
         handle.seek(-4, 2)
         handle.write(b"\0\0\0\0")
