@@ -32,11 +32,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 # The CPU wheel index too: its torch 2.13.0+cpu outranks PyPI's 2.13.0, which pulls the CUDA
 # libraries (gigabytes) with it.
-# Versions are bounded by the project's extras.
+# Versions are bounded by the project's extras; open_clip_torch (OpenCLIP folders) comes without
+# its dependencies, as in the Makefile: the extras hold what it imports.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
         "$(echo /wheels/xmodal-*.whl)[serve,train,distributed]" \
+    && pip install --no-cache-dir --no-deps "open_clip_torch==3.3.0" \
     && groupadd --system --gid 10001 xmodal \
     && useradd --system --uid 10001 --gid 10001 --create-home xmodal
 USER 10001:10001

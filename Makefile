@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+# OpenCLIP folders are read through open_clip itself, installed without its dependencies: PyPI's
+# torchvision for it is a CUDA build that fails to load against the CPU torch (pyproject.toml).
+OPEN_CLIP := open_clip_torch==3.3.0
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
@@ -46,6 +49,7 @@ $(VENV)/bin/python:
 $(VENV)/.installed-run-%: $(VENV)/bin/python
 	$(PIP) install --quiet --upgrade "pip>=24"
 	$(PIP) install --quiet -e '.[serve,train]'
+	$(PIP) install --quiet --no-deps '$(OPEN_CLIP)'
 	touch $@
 
 $(VENV)/.installed-test-%: $(VENV)/bin/python
@@ -53,6 +57,7 @@ $(VENV)/.installed-test-%: $(VENV)/bin/python
 	$(PIP) install --quiet -e '.[serve,train,dev]'
 	# only its ClipClient is used, in tests; its own dependencies would pull a CUDA torch
 	$(PIP) install --quiet --no-deps 'clip-retrieval==2.45.0'
+	$(PIP) install --quiet --no-deps '$(OPEN_CLIP)'
 	touch $@
 
 # Debian packages, installed when missing, in one apt run. Training the default model draws

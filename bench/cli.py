@@ -77,6 +77,17 @@ def _soak(args: argparse.Namespace) -> int:
                 seed=args.seed)
 
 
+def _own_model(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from bench.own_model import main
+
+    command = "xmodal " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return main(tuple(args.kinds), args.count, args.steps, args.batch_size, args.out, args.json,
+                args.workdir, command)
+
+
 def _fuzz(args: argparse.Namespace) -> int:
     from bench.fuzz import main
 
@@ -190,6 +201,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.set_defaults(func=_soak)
+
+    p = bench.add_parser("own-model", help="a random-weight ViT-B/32 Hugging Face CLIPModel and "
+                         "OpenCLIP folder: export, index build, fine-tuning at real size")
+    p.add_argument("--kinds", nargs="+", choices=("clip", "open_clip"), default=["clip", "open_clip"])
+    p.add_argument("--count", type=int, default=256, help="images the index build encodes")
+    p.add_argument("--steps", type=int, default=50, help="fine-tuning steps (0: none)")
+    p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch")
+    p.add_argument("--workdir", type=Path, help="where the temporary folders go (default: /tmp)")
+    p.add_argument("--out", type=Path, help="also write the markdown report here "
+                   "(bench/results/own-model.md)")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.set_defaults(func=_own_model)
 
     p = bench.add_parser("fuzz", help="API fuzzing from the OpenAPI schema, longer than in CI")
     p.add_argument("--examples", type=int, default=500, help="examples per API operation")

@@ -44,7 +44,10 @@ class EngineManifest:
     tokenizer: TokenizerSpec
     graphs: dict[str, GraphSpec]  # role ("image_encoder", "text_encoder", ...) -> graph
     engine_id: str = ""
-    similarity: str = "cosine"
+    similarity: str = "cosine"  # or "sigmoid" (SigLIP); search ranks by cosine either way
+    # how scores are made from the embeddings: the temperature and, for sigmoid, the bias that
+    # turn a cosine into a logit or a probability (`encoders.source.score_rule`)
+    score: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     parity: dict[str, Any] = field(default_factory=dict)  # role -> measured max abs diff
     training: dict[str, Any] = field(default_factory=dict)  # data, steps, metrics
@@ -67,6 +70,7 @@ class EngineManifest:
                 graphs={role: GraphSpec(**g) for role, g in data["graphs"].items()},
                 engine_id=data.get("engine_id", ""),
                 similarity=data.get("similarity", "cosine"),
+                score=data.get("score", {}),
                 precision=data.get("precision", "fp32"),
                 parity=data.get("parity", {}),
                 training=data.get("training", {}),

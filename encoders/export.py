@@ -1,9 +1,10 @@
 """ONNX export of any family into an engine bundle, with parity measured against PyTorch.
 
 Each role (see `encoders.roles`) becomes its own graph with dynamic batch and sequence axes.
-Parity is measured on random inputs at batch sizes 1 and 7 and written into the manifest;
-export fails when an output differs by more than the precision's tolerance. fp16 and int8
-bundles are converted from the fp32 graphs and measured against the same PyTorch outputs.
+Parity is measured on random inputs at batch sizes 1 and 7 (texts of 8 and 5 tokens) and
+written into the manifest; export fails when an output differs by more than the precision's
+tolerance. fp16 and int8 bundles are converted from the fp32 graphs and measured against the
+same PyTorch outputs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from encoders.roles import DYNAMIC_AXES, GRAPHS, IMAGE, RERANKER, TEXT, Exportab
 log = logging.getLogger(__name__)
 
 PARITY_BATCHES = (1, 7)
+PARITY_TEXT_LENGTHS = (8, 5)  # tokens per random text, one per batch size
 # difference allowed per precision, on unit-scale outputs (see measure_parity)
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.25}
 OPSET = 17
@@ -44,7 +46,10 @@ def parity_inputs(src: Exportable, seed: int = 0) -> dict[str, list[tuple[torch.
     gen = torch.Generator().manual_seed(seed)
     size = src.preprocess.size
     pixels = [torch.randn(b, 3, size, size, generator=gen) for b in PARITY_BATCHES]
-    texts = [_random_text(b, 8, src.vocab_size, gen) for b in PARITY_BATCHES]
+    # a second text length too: a graph that traced its example's length as a constant (as
+    # torch.nn.MultiheadAttention does) fails there instead of at the first real query
+    texts = [_random_text(b, seq, src.vocab_size, gen)
+             for b, seq in zip(PARITY_BATCHES, PARITY_TEXT_LENGTHS, strict=True)]
     inputs = {IMAGE: [(p,) for p in pixels], TEXT: texts}
     if RERANKER in src.roles:
         with torch.no_grad():
@@ -116,5 +121,7 @@ def export_bundle(src: Exportable, out_dir: str | Path, precision: str = "fp32",
             precision=precision,
             parity=parity,
             training=src.info,
+            similarity=src.similarity,
+            score=src.score,
         )
         return write_manifest(tmp, manifest)

@@ -1,14 +1,9 @@
-"""Import Hugging Face retrieval checkpoints (CLIP, ALIGN, BLIP-ITM) as `Exportable`s.
+"""Import Hugging Face retrieval checkpoints (CLIP, ALIGN, BLIP-ITM, SigLIP).
 
-`load_hf(folder)` reads a local `save_pretrained` folder (config, weights, tokenizer.json,
-preprocessor_config.json) and wraps the model in role modules (see `encoders.roles`) that
-compute what transformers' own `get_image_features` / `get_text_features` / ITM head compute,
-so the exported graphs can be checked against the library itself.
-
-Masks: transformers builds attention masks in `masking_utils`, which may drop an all-ones
-mask (a data-dependent branch that tracing would freeze into the graph). Every role therefore
-hands the HF module a ready 4-D additive float mask, which `masking_utils` passes through
-untouched, and models are loaded with eager attention so the mask is a plain `Add`.
+`import_hf(folder)` reads a local `save_pretrained` folder (config, weights, tokenizer.json,
+preprocessor_config.json) and wraps the model in the role modules of `encoders.hf_towers`,
+which compute what transformers' own feature and ITM methods compute, so the exported graphs
+can be checked against the library itself; `load_hf(folder)` is its `Exportable`.
 """
 
 from __future__ import annotations
@@ -18,20 +13,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from encoders import hf_towers as towers
 from encoders.errors import BundleError
 from encoders.preprocess import ImagePreprocess
 from encoders.roles import IMAGE, RERANKER, TEXT, Exportable
+from encoders.source import Imported, read_record
 from encoders.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = {"CLIPModel": "clip", "AlignModel": "align", "BlipForImageTextRetrieval": "blip"}
+SUPPORTED = {"CLIPModel": "clip", "AlignModel": "align", "BlipForImageTextRetrieval": "blip",
+             "SiglipModel": "siglip"}
 # model_type -> class, for configs saved without `architectures`
-_BY_MODEL_TYPE = {"clip": "CLIPModel", "align": "AlignModel", "blip": "BlipForImageTextRetrieval"}
+_BY_MODEL_TYPE = {"clip": "CLIPModel", "align": "AlignModel", "blip": "BlipForImageTextRetrieval",
+                  "siglip": "SiglipModel"}
+# what a fine-tuned folder keeps from its source besides the weights and config.json
+CARRY = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+         "preprocessor_config.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+         "added_tokens.json")
 
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -47,6 +48,9 @@ _PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
         size={"height": 346, "width": 346}, crop_size={"height": 289, "width": 289},
         do_center_crop=False, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
         rescale_offset=False, include_top=True),
+    "SiglipImageProcessor": dict(
+        size={"height": 224, "width": 224}, do_center_crop=False,
+        image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)),
 }
 _COMMON_DEFAULTS = dict(do_resize=True, do_rescale=True, rescale_factor=1 / 255,
                         do_normalize=True, resample=3)
@@ -57,106 +61,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"Hugging Face folder {path.parent} is missing {path.name}")
     return json.loads(path.read_text())
-
-
-def padding_bias(mask: torch.Tensor) -> torch.Tensor:
-    """(b, t) 1/0 mask -> additive (b, 1, 1, t), the value transformers' eager masks use."""
-    return (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
-
-
-def causal_padding_bias(mask: torch.Tensor) -> torch.Tensor:
-    """(b, t) mask -> additive (b, 1, t, t): query i never sees key j > i, nor padding."""
-    t = mask.shape[1]
-    pos = torch.arange(t, device=mask.device)
-    future = (pos[None, :] > pos[:, None]).to(torch.float32)  # (t, t)
-    padded = 1.0 - mask[:, None, None, :].to(torch.float32)  # (b, 1, 1, t)
-    # max, not sum: two finfo.min added would overflow to -inf
-    return torch.maximum(future, padded) * torch.finfo(torch.float32).min
-
-
-class ClipImage(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.vision, self.proj = model.vision_model, model.visual_projection
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.vision(pixel_values=pixel_values)
-        return F.normalize(self.proj(out.pooler_output), dim=-1), out.last_hidden_state
-
-
-class ClipText(nn.Module):
-    """Pools where CLIPTextModel pools (the EOS token, by its own rule), then projects."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.text, self.proj = model.text_model, model.text_projection
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.text(input_ids=input_ids, attention_mask=causal_padding_bias(attention_mask))
-        return F.normalize(self.proj(out.pooler_output), dim=-1)
-
-
-class AlignImage(nn.Module):
-    """EfficientNet feature map -> global pool (ALIGN has no image projection)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.vision = model.vision_model
-        self.pooling = model.config.vision_config.pooling_type
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.vision(pixel_values=pixel_values).last_hidden_state  # (b, c, h, w)
-        # HF pools with AvgPool2d(kernel=hidden_dim, ceil_mode=True), a kernel larger than the
-        # map, i.e. a global pool; written as a mean so ONNX gets no oversized-window pooling.
-        pooled = features.mean(dim=(2, 3)) if self.pooling == "mean" else features.amax(dim=(2, 3))
-        return F.normalize(pooled, dim=-1), features.flatten(2).transpose(1, 2)  # (b, h*w, c)
-
-
-class AlignText(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.text, self.proj = model.text_model, model.text_projection
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.text(input_ids=input_ids, attention_mask=padding_bias(attention_mask))
-        return F.normalize(self.proj(hidden.last_hidden_state[:, 0]), dim=-1)  # [CLS]
-
-
-class BlipImage(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.vision, self.proj = model.vision_model, model.vision_proj
-
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.vision(pixel_values=pixel_values).last_hidden_state  # (b, 1 + patches, w)
-        return F.normalize(self.proj(tokens[:, 0]), dim=-1), tokens
-
-
-class BlipText(nn.Module):
-    """BLIP's unimodal text encoder (no cross-attention): [CLS] -> text_proj, as its ITC path."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.text, self.proj = model.text_encoder, model.text_proj
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.text(input_ids=input_ids, attention_mask=padding_bias(attention_mask))
-        return F.normalize(self.proj(hidden.last_hidden_state[:, 0]), dim=-1)
-
-
-class BlipReranker(nn.Module):
-    """BLIP's ITM path: text cross-attends to every image token, [CLS] -> itm_head -> P(match)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.text, self.itm_head = model.text_encoder, model.itm_head
-
-    def forward(self, image_tokens: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
-        # HF passes an all-ones image mask, which adds nothing; None is the same and exports smaller
-        hidden = self.text(input_ids=input_ids, attention_mask=padding_bias(attention_mask),
-                           encoder_hidden_states=image_tokens).last_hidden_state
-        return self.itm_head(hidden[:, 0]).softmax(dim=-1)[:, 1]  # (b,)
 
 
 def model_class(config: dict[str, Any]) -> str:
@@ -218,13 +122,22 @@ def _token(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _tokenizer_path(folder: Path) -> Path:
+    path = folder / "tokenizer.json"
+    if path.is_file():
+        return path
+    slow = [n for n in ("spiece.model", "vocab.txt", "vocab.json") if (folder / n).is_file()]
+    hint = (f"; it has {', '.join(slow)}, a slow tokenizer's files, which xmodal does not read: "
+            "write tokenizer.json once where transformers can convert it "
+            "(AutoTokenizer.from_pretrained(folder).save_pretrained(folder))") if slow else ""
+    raise BundleError(f"Hugging Face folder {folder} has no tokenizer.json (a fast tokenizer){hint}")
+
+
 def hf_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
     """The folder's tokenizer.json with HF's pad token, truncating at `max_length` or the
     tokenizer's own limit, whichever is shorter. Its post-processor adds the special tokens
     (CLIP's BOS/EOS, BERT's [CLS]/[SEP]) exactly as the HF tokenizer does."""
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        raise BundleError(f"Hugging Face folder {folder} has no tokenizer.json (a fast tokenizer)")
+    path = _tokenizer_path(folder)
     settings: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).is_file():
@@ -241,42 +154,83 @@ def hf_tokenizer(folder: Path, max_length: int) -> TextTokenizer:
     return TextTokenizer.from_file(path, min(tok_max, max_length), pad)
 
 
-def load_hf(folder: str | Path) -> Exportable:
-    """Read a local HF CLIPModel / AlignModel / BlipForImageTextRetrieval folder for export."""
+def _roles(family: str, model: nn.Module, tokenizer: TextTokenizer) -> dict[str, nn.Module]:
+    if family == "clip":
+        return {IMAGE: towers.ClipImage(model), TEXT: towers.ClipText(model)}
+    if family == "align":
+        return {IMAGE: towers.AlignImage(model), TEXT: towers.AlignText(model)}
+    if family == "blip":
+        return {IMAGE: towers.BlipImage(model), TEXT: towers.BlipText(model),
+                RERANKER: towers.BlipReranker(model)}
+    return {IMAGE: towers.SiglipImage(model), TEXT: towers.SiglipText(model, tokenizer.pad_id)}
+
+
+def _embed_dim(family: str, cfg: Any) -> int:
+    """The shared embedding size, refusing a checkpoint whose two towers disagree on it."""
+    if family == "blip":
+        return cfg.image_text_hidden_size
+    if family == "siglip":  # no projections: the pooled widths themselves must agree
+        image_dim, text_dim = cfg.vision_config.hidden_size, cfg.text_config.projection_size
+    elif family == "align":
+        from transformers.models.align.modeling_align import round_filters
+
+        image_dim = round_filters(cfg.vision_config, cfg.vision_config.out_channels[-1])
+        text_dim = cfg.projection_dim
+    else:
+        return cfg.projection_dim
+    if image_dim != text_dim:
+        raise BundleError(f"{family} image features ({image_dim}) and text features ({text_dim}) "
+                          "differ in size")
+    return text_dim
+
+
+# family -> (attribute holding its temperature, how the logit scale derives from it)
+_TEMPERATURE = {"clip": ("logit_scale", "log"), "align": ("temperature", "inverse"),
+                "siglip": ("logit_scale", "log")}
+
+
+def _from_pretrained(name: str, folder: Path) -> nn.Module:
+    import transformers  # heavy; only the import path needs it
+
+    try:
+        return getattr(transformers, name).from_pretrained(
+            folder, attn_implementation="eager", local_files_only=True).eval()
+    except OSError as exc:  # transformers' word for a missing or unreadable weights file
+        raise BundleError(f"cannot load the {name} weights in {folder}: {exc}") from exc
+
+
+def import_hf(folder: str | Path) -> Imported:
+    """Read a local HF CLIPModel / AlignModel / BlipForImageTextRetrieval / SiglipModel folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"no Hugging Face model folder at {folder}")
     name = model_class(_read_json(folder / "config.json"))
     preprocess = image_preprocess(_read_json(folder / "preprocessor_config.json"))
-    import transformers  # heavy; only the import path needs it
-
-    model = getattr(transformers, name).from_pretrained(
-        folder, attn_implementation="eager", local_files_only=True).eval()
-    cfg = model.config
-    family = SUPPORTED[name]
-    if family == "clip":
-        roles = {IMAGE: ClipImage(model), TEXT: ClipText(model)}
-        embed_dim = cfg.projection_dim
-    elif family == "align":
-        roles = {IMAGE: AlignImage(model), TEXT: AlignText(model)}
-        embed_dim = cfg.projection_dim
-        from transformers.models.align.modeling_align import round_filters
-
-        image_dim = round_filters(cfg.vision_config, cfg.vision_config.out_channels[-1])
-        if image_dim != embed_dim:
-            raise BundleError(
-                f"ALIGN image features ({image_dim}) and projection ({embed_dim}) differ")
-    else:
-        roles = {IMAGE: BlipImage(model), TEXT: BlipText(model), RERANKER: BlipReranker(model)}
-        embed_dim = cfg.image_text_hidden_size
+    _tokenizer_path(folder)  # fail before the weights load, not after
+    model = _from_pretrained(name, folder)
+    cfg, family = model.config, SUPPORTED[name]
     tokenizer = hf_tokenizer(folder, cfg.text_config.max_position_embeddings)
     # ViT position embeddings fix the input side; EfficientNet takes any
     if family != "align" and preprocess.size != cfg.vision_config.image_size:
         raise BundleError(f"image processor gives {preprocess.size} px, the model takes "
                           f"{cfg.vision_config.image_size}")
+    attr, rule = _TEMPERATURE.get(family, (None, "log"))
+    imported = Imported(
+        kind="huggingface", folder=folder, model=model,
+        exportable=Exportable(
+            family=family, embed_dim=_embed_dim(family, cfg),
+            roles={k: v.eval() for k, v in _roles(family, model, tokenizer).items()},
+            tokenizer=tokenizer, preprocess=preprocess, vocab_size=cfg.text_config.vocab_size,
+            info={"source": "huggingface", "class": name,
+                  "name_or_path": getattr(cfg, "_name_or_path", "") or folder.name}),
+        write=lambda m, out: m.save_pretrained(out), carry=CARRY,
+        scale_param=getattr(model, attr) if attr else None, scale_rule=rule,
+        bias_param=getattr(model, "logit_bias", None) if family == "siglip" else None)
+    imported.annotate(read_record(folder))
     log.info("loaded %s from %s", name, folder)
-    return Exportable(
-        family=family, embed_dim=embed_dim, roles={k: v.eval() for k, v in roles.items()},
-        tokenizer=tokenizer, preprocess=preprocess, vocab_size=cfg.text_config.vocab_size,
-        info={"source": "huggingface", "class": name,
-              "name_or_path": getattr(cfg, "_name_or_path", "") or folder.name})
+    return imported
+
+
+def load_hf(folder: str | Path) -> Exportable:
+    """The `Exportable` of a Hugging Face folder (see `import_hf`)."""
+    return import_hf(folder).exportable

@@ -35,7 +35,7 @@ from torch import nn
 from encoders.config import LiTConfig
 from encoders.efficientnet import EfficientNetLite, load_packaged
 from encoders.fusion import ModelTextGraph, RerankerGraph
-from encoders.hf import padding_bias
+from encoders.hf_towers import padding_bias
 from encoders.layers import CrossAttention
 from encoders.packaged import text_model_folder
 from encoders.pretrained_text import PretrainedTextTower

@@ -41,6 +41,9 @@ class ImagePreprocess:
     # How a "shortest" resize sizes the long side: "round" (this project's native models) or
     # "floor" (int(), as Hugging Face image processors and torchvision do).
     long_side: str = "round"
+    # Where the centre crop starts: "floor" ((d - size) // 2: this project, Hugging Face) or
+    # "round" (int(round((d - size) / 2)), round-half-even: torchvision, hence open_clip).
+    crop_offset: str = "floor"
 
     def __post_init__(self) -> None:
         if self.resize not in ("shortest", "stretch"):
@@ -49,6 +52,8 @@ class ImagePreprocess:
             raise ValueError(f"resize_to {self.resize_to} is below the crop size {self.size}")
         if self.long_side not in ("round", "floor"):
             raise ValueError(f"unknown long-side rule {self.long_side!r}")
+        if self.crop_offset not in ("floor", "round"):
+            raise ValueError(f"unknown crop offset rule {self.crop_offset!r}")
         if self.crop != "center":
             raise ValueError(f"unknown crop rule {self.crop!r}")
         if self.interpolation not in _INTERPOLATION:
@@ -71,7 +76,7 @@ class ImagePreprocess:
         return cls(**data)
 
 
-_OPTIONAL_DEFAULTS = {"resize_to": None, "long_side": "round"}
+_OPTIONAL_DEFAULTS = {"resize_to": None, "long_side": "round", "crop_offset": "floor"}
 
 # Larger images are refused before their pixels are decoded (decompression bombs).
 MAX_PIXELS = 64_000_000
@@ -185,14 +190,18 @@ def _resize(image: Image.Image, spec: ImagePreprocess) -> Image.Image:
         scale = target / min(width, height)
         new_w = max(target, round(width * scale))
         new_h = max(target, round(height * scale))
-    left = (new_w - spec.size) // 2
-    top = (new_h - spec.size) // 2
+    left, top = _crop_start(new_w, spec), _crop_start(new_h, spec)
     if new_w * new_h > _WHOLE_RESIZE_MAX * target * target:
         return _crop_resize(image, (new_w, new_h), (left, top), spec.size, spec.interpolation)
     image = image.resize((new_w, new_h), _INTERPOLATION[spec.interpolation])
     if (new_w, new_h) == (spec.size, spec.size):
         return image
     return image.crop((left, top, left + spec.size, top + spec.size))
+
+
+def _crop_start(side: int, spec: ImagePreprocess) -> int:
+    margin = side - spec.size
+    return round(margin / 2) if spec.crop_offset == "round" else margin // 2
 
 
 def _crop_resize(image: Image.Image, resized: tuple[int, int], corner: tuple[int, int],

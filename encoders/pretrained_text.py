@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from encoders.errors import BundleError
-from encoders.hf import hf_tokenizer, padding_bias
+from encoders.hf import hf_tokenizer
+from encoders.hf_towers import padding_bias
 from encoders.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)

@@ -56,3 +56,5 @@ class Exportable:
     vocab_size: int  # for random parity inputs
     info: dict[str, Any] = field(default_factory=dict)  # source, training data, metrics
     files: dict[str, Any] = field(default_factory=dict)  # bundle file name -> Path to copy in
+    similarity: str = "cosine"  # "sigmoid" for SigLIP-style models (see `score`)
+    score: dict[str, Any] = field(default_factory=dict)  # how scores are made from embeddings

@@ -49,7 +49,10 @@ def student_outputs(model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor, m
         if keep < 1:
             raise ValueError(f"patch dropping needs a ViT image tower; {type(model).__name__} has none")
         out = dict(model(pixels, ids, mask))
-        tokens = model.image_tokens(pixels) if hasattr(model, "itm_logits") else None
+        # a model that returns its tokens with the embeddings saves a second image pass
+        tokens = out.pop("image_tokens", None)
+        if tokens is None and hasattr(model, "itm_logits"):
+            tokens = model.image_tokens(pixels)
     if hasattr(model, "itm_logits"):
         out["image_tokens"] = tokens
     return out

@@ -3,6 +3,8 @@
 - `itc_loss`: symmetric image-text contrastive (CLIP), with the model's learnable
   temperature; given a momentum teacher's features (ALBEF), the targets mix the one-hot
   positives with the teacher's softmax over batch + queue, weight `alpha`.
+- `sigmoid_loss`: SigLIP's pairwise sigmoid loss (Zhai et al. 2023): every image-text pair
+  of the batch is its own binary match / no-match question, scored by scale * cosine + bias.
 - `itm_loss`: image-text matching with hard negatives drawn from the ITC similarity
   (ALBEF): for each image a text, for each text an image, sampled in proportion to their
   softmaxed similarity with the positives excluded; optional extra negative captions
@@ -48,6 +50,24 @@ def itc_loss(
     i2t = -(F.log_softmax(logit_scale * image_embeds @ text_feats.t(), dim=1) * targets_i2t).sum(1)
     t2i = -(F.log_softmax(logit_scale * text_embeds @ image_feats.t(), dim=1) * targets_t2i).sum(1)
     return (i2t.mean() + t2i.mean()) / 2
+
+
+def sigmoid_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    same: torch.Tensor | None = None,
+    **_: object,
+) -> torch.Tensor:
+    """-sum log sigmoid(z_ij * logit_ij) / batch, z = +1 for matches (the diagonal and, given
+    `same[i, j]`, pairs with identical captions), -1 otherwise; as SigLIP normalises it."""
+    logits = logit_scale * image_embeds @ text_embeds.t() + logit_bias  # (images, texts)
+    match = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    if same is not None:
+        match = match | same
+    signs = match.float() * 2 - 1
+    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
 
 
 def sample_hard_negatives(sim: torch.Tensor, same: torch.Tensor | None,

@@ -15,6 +15,10 @@ PRESET_DIR = Path(__file__).parent / "presets"  # model configs that belong to p
 class TrainConfig:
     out: Path  # checkpoint folder to write (the resumable state is kept there too)
     model: str = "tiny-clip"  # registry name or JSON path
+    # a Hugging Face or OpenCLIP folder to fine-tune instead of a new `model`; the result is
+    # written to `out` in the same format (training.fine_tune)
+    init: str = ""
+    freeze_image: bool = False  # with `init`: keep the image tower as it is (LiT)
     # comma-separated sources: "shapes" (simple scenes), "compositional", "emoji", or a dataset
     # file (Karpathy/COCO .json, .csv, .jsonl, .tar shards or a folder of them)
     data: str = "shapes"
@@ -72,6 +76,12 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
+# Where `--init` starts when neither a preset nor a flag says otherwise: pretrained towers
+# want a small learning rate (CLIP-style fine-tuning uses 1e-5 to 5e-5), not from-scratch 2e-3.
+FINE_TUNE_DEFAULTS: dict[str, object] = {"lr": 1e-5, "batch_size": 32, "warmup_steps": 10,
+                                         "weight_decay": 0.1, "steps": 100}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field, `--out` required; unset flags fall back to the preset,
     then to the dataclass default."""
@@ -89,7 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = dict(PRESETS[args.preset]) if getattr(args, "preset", None) else {}
+    if getattr(args, "preset", None):
+        values = dict(PRESETS[args.preset])
+    else:
+        values = dict(FINE_TUNE_DEFAULTS) if getattr(args, "init", None) else {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values |= {k: v for k, v in vars(args).items() if k in names and v is not None}
     return TrainConfig(**values)

@@ -5,7 +5,9 @@ precision on GPU (never on CPU), optional FLIP patch dropping, ITC (+ momentum d
 for every model and ITM with hard negatives for models with a matching head. State is saved
 every `save_every` steps and a rerun with the same `--out` resumes from it, reproducing an
 uninterrupted run exactly. Writes `log.jsonl`, `curves.png` and a safetensors checkpoint
-with the config needed to rebuild the model.
+with the config needed to rebuild the model. `--init FOLDER` trains an imported Hugging Face
+or OpenCLIP model instead (`training.fine_tune`), SigLIP with its sigmoid loss, and writes it
+back in its own format.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -24,15 +29,17 @@ from encoders.checkpoint import Checkpoint, save_checkpoint
 from encoders.config import load_config
 from encoders.models import build_model
 from encoders.preprocess import ImagePreprocess
+from encoders.source import Imported
+from encoders.tokenizer import TextTokenizer
 from training.batches import Batches, tokenizer_for_data
 from training.curves import plot_curves
 from training.evaluate import evaluate
 from training.forward import student_outputs
-from training.losses import itc_loss, itm_loss
+from training.losses import itc_loss, itm_loss, sigmoid_loss
 from training.momentum import MomentumTeacher
 from training.options import TrainConfig, add_arguments, config_from_args
 from training.schedule import warmup_cosine
-from training.sources import load_sources
+from training.sources import PairData, load_sources
 from training.state import TrainState, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -69,9 +76,12 @@ def _micro_loss(model: torch.nn.Module, teacher: MomentumTeacher | None, batch: 
                 cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
     out = student_outputs(model, batch["pixels"], batch["ids"], batch["mask"], cfg.patch_keep, gen)
     feats = teacher.features(batch["pixels"], batch["ids"], batch["mask"]) if teacher else None
-    itc = itc_loss(**out, teacher=feats, alpha=cfg.alpha)
-    parts = {"itc": itc.item()}
-    loss = itc
+    if "logit_bias" in out:  # SigLIP: each pair scored on its own; duplicate captions match
+        contrastive, name = sigmoid_loss(**out, same=batch["same"]), "sigmoid"
+    else:
+        contrastive, name = itc_loss(**out, teacher=feats, alpha=cfg.alpha), "itc"
+    parts = {name: contrastive.item()}
+    loss = contrastive
     if "image_tokens" in out and cfg.itm_weight > 0:
         itm = itm_loss(model.itm_logits, ids=batch["ids"], mask=batch["mask"], same=batch["same"],
                        extra_negatives=batch["negatives"], generator=gen, **out)
@@ -108,8 +118,20 @@ def _optimizer_step(state: TrainState, cfg: TrainConfig, step: int) -> None:
         state.teacher.update(state.model)
 
 
-def _setup(cfg: TrainConfig) -> tuple[TrainState, Batches, dict | None, Checkpoint]:
-    torch.manual_seed(cfg.seed)
+@dataclass
+class _Built:
+    """What the loop trains and how its result is written."""
+
+    model: torch.nn.Module
+    tokenizer: TextTokenizer
+    data: PairData
+    val: PairData | None
+    embed_dim: int
+    info: dict[str, Any]  # carried into the checkpoint, then the engine manifest
+    finish: Callable[[torch.nn.Module, dict[str, Any], Path], Any]  # trained model -> result
+
+
+def _native(cfg: TrainConfig) -> _Built:
     model_cfg = load_config(cfg.model)
     size = model_cfg.vision.image_size if hasattr(model_cfg, "vision") else model_cfg.image_size
     spec = ImagePreprocess(size=size)
@@ -118,21 +140,48 @@ def _setup(cfg: TrainConfig) -> tuple[TrainState, Batches, dict | None, Checkpoi
                        split="val") if cfg.eval_every else None
     tokenizer, model_cfg = tokenizer_for_data(model_cfg, data, val)
     model = build_model(model_cfg).train()
+    info = {"data": data.names, "steps": cfg.steps, "batch_size": cfg.batch_size,
+            "objectives": ["itc"] + (["itm"] if hasattr(model, "itm_logits") else [])
+            + (["momentum distillation"] if cfg.distill else [])}
+
+    def finish(trained: torch.nn.Module, info: dict[str, Any], out: Path) -> Checkpoint:
+        ckpt = Checkpoint(trained, tokenizer, spec, info)
+        save_checkpoint(out, ckpt)
+        return ckpt
+
+    return _Built(model, tokenizer, data, val, model_cfg.embed_dim, info, finish)
+
+
+def _imported(cfg: TrainConfig) -> _Built:
+    from training.fine_tune import setup_fine_tune
+
+    ft = setup_fine_tune(cfg, VAL_SIZE)
+
+    def finish(trained: torch.nn.Module, info: dict[str, Any], out: Path) -> Imported:
+        ft.imported.save(out, info)  # the wrapper trained the imported model's own weights
+        return ft.imported
+
+    return _Built(ft.model, ft.tokenizer, ft.data, ft.val, ft.imported.exportable.embed_dim,
+                  ft.info, finish)
+
+
+def _setup(cfg: TrainConfig) -> tuple[TrainState, Batches, dict | None, _Built]:
+    torch.manual_seed(cfg.seed)
+    built = _imported(cfg) if cfg.init else _native(cfg)
+    model = built.model
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    teacher = MomentumTeacher(model, model_cfg.embed_dim, cfg.queue_size, cfg.momentum) if cfg.distill else None
+    teacher = MomentumTeacher(model, built.embed_dim, cfg.queue_size, cfg.momentum) if cfg.distill else None
+    trainable = [p for p in model.parameters() if p.requires_grad]  # less a frozen tower
     state = TrainState(
         model=model,
-        optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
+        optimizer=torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay),
         generator=torch.Generator().manual_seed(cfg.seed),
         teacher=teacher,
         scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
     )
-    batches = Batches(data, tokenizer, device)
-    info = {"data": data.names, "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "objectives": ["itc"] + (["itm"] if hasattr(model, "itm_logits") else [])
-            + (["momentum distillation"] if cfg.distill else [])}
-    return state, batches, (batches.validation(val) if val else None), Checkpoint(model, tokenizer, spec, info)
+    batches = Batches(built.data, built.tokenizer, device)
+    return state, batches, (batches.validation(built.val) if built.val else None), built
 
 
 def _open_log(out: Path, start: int):
@@ -146,12 +195,13 @@ def _open_log(out: Path, start: int):
     return handle
 
 
-def train(cfg: TrainConfig) -> Checkpoint:
-    """Train (or resume training) into `cfg.out`; returns the final checkpoint."""
+def train(cfg: TrainConfig) -> Checkpoint | Imported:
+    """Train (or resume training) into `cfg.out`; returns the final checkpoint (for `--init`,
+    the fine-tuned imported model, written in its own format)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        if load_config(cfg.model).family == "lit":
+        if not cfg.init and load_config(cfg.model).family == "lit":
             from training.lit_train import train_lit
 
             return train_lit(cfg)
@@ -160,13 +210,13 @@ def train(cfg: TrainConfig) -> Checkpoint:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig) -> Checkpoint:
+def _train(cfg: TrainConfig) -> Checkpoint | Imported:
     if cfg.batch_size % cfg.accum_steps:
         raise ValueError("batch_size must be a multiple of accum_steps")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(cfg, out)
-    state, batches, val, ckpt = _setup(cfg)
+    state, batches, val, built = _setup(cfg)
     start = load_state(out, state)
     if start:
         log.info("resuming %s after step %d", out, start)
@@ -203,12 +253,12 @@ def _train(cfg: TrainConfig) -> Checkpoint:
                 save_state(out, done, state)
             if step == cfg.crash_at:
                 raise TrainingInterrupted(f"stopped after step {step} (crash_at)")
-    ckpt.info |= {"final_loss": record.get("loss"), "seconds_this_run": round(time.perf_counter() - started, 1),
-                  "val_recall": record.get("recall")}
-    ckpt.model = state.model.cpu().eval()
-    save_checkpoint(out, ckpt)
+    info = built.info | {"final_loss": record.get("loss"),
+                         "seconds_this_run": round(time.perf_counter() - started, 1),
+                         "val_recall": record.get("recall")}
+    result = built.finish(state.model.cpu().eval(), info, out)
     plot_curves(out / LOG_FILE, out / CURVES_FILE)
-    return ckpt
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

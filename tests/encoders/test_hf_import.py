@@ -24,6 +24,7 @@ from encoders.errors import BundleError
 from encoders.export import export_bundle
 from encoders.hf import load_hf
 from encoders.preprocess import ImagePreprocess, preprocess
+from tests.encoders.tiny_models import perturb
 
 WORDS = ["a", "photo", "of", "dog", "cat", "red", "blue", "green", "cube", "ball", "left", "right", "the", "and", "on", "under", "big", "small", "two", "three", "tree", "car", "house"]
 TEXTS = ["a photo of a dog", "red cube left of blue ball", "two cats",
@@ -42,20 +43,6 @@ def _tokenizer(folder: Path, vocab: list[str], first: str, last: str, **special:
         single=f"{first} $A {last}", special_tokens=[(first, ids[first]), (last, ids[last])])
     fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_LEN, **special)
     fast.save_pretrained(folder)
-
-
-def _perturb(model: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
-    """Fresh initialisations are nearly degenerate (LayerNorm/BatchNorm at identity, heads near
-    zero: every ITM probability ~0.5, ALIGN features nearly constant); jitter every weight and
-    BatchNorm statistic so the comparisons see embeddings and probabilities that vary."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * scale)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 2.0)
-    return model
 
 
 def _bert_vocab() -> list[str]:
@@ -81,7 +68,7 @@ def _clip_folder(folder: Path) -> None:
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=4, image_size=32, patch_size=8),
         projection_dim=24)
-    _perturb(tf.CLIPModel(cfg)).save_pretrained(folder)
+    perturb(tf.CLIPModel(cfg)).save_pretrained(folder)
     # short side to 40, centre crop 32: exercises resize_to and HF's floor rule for the long side
     tf.CLIPImageProcessorPil(size={"shortest_edge": 40},
                              crop_size={"height": 32, "width": 32}).save_pretrained(folder)
@@ -95,9 +82,9 @@ def _align_folder(folder: Path) -> None:
                   depthwise_padding=[], hidden_dim=64)
     text = dict(vocab_size=len(_bert_vocab()), hidden_size=32, intermediate_size=64,
                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16)
-    model = _perturb(tf.AlignModel(tf.AlignConfig(text_config=text, vision_config=vision,
+    model = perturb(tf.AlignModel(tf.AlignConfig(text_config=text, vision_config=vision,
                                                   projection_dim=24)))
-    _perturb(model.vision_model, scale=0.3)  # with small weights the tiny EfficientNet's pooled
+    perturb(model.vision_model, scale=0.3)  # with small weights the tiny EfficientNet's pooled
     model.save_pretrained(folder)            # features hardly depend on the image
     # rescale offset, normalise and include_top together: every affine step of the processor
     tf.EfficientNetImageProcessorPil(
@@ -115,7 +102,7 @@ def _blip_folder(folder: Path) -> None:
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, image_size=32, patch_size=8)
     cfg = tf.BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=24)
-    _perturb(tf.BlipForImageTextRetrieval(cfg)).save_pretrained(folder)
+    perturb(tf.BlipForImageTextRetrieval(cfg)).save_pretrained(folder)
     tf.BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
 
 
