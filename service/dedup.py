@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+from index.errors import IndexBundleError
+from index.search import Hit, Searcher
+
+log = logging.getLogger(__name__)
 
 # Cosine similarity of two results' image vectors at or above which they are near duplicates:
 # clip-retrieval's threshold, for CLIP embeddings; XMODAL_DEDUP_THRESHOLD sets the served one
@@ -37,3 +44,16 @@ def near_duplicates(vectors: np.ndarray, threshold: float = DEDUP_THRESHOLD) -> 
             drop |= frontier
             frontier = close[frontier].any(axis=0) & ~seen
     return drop
+
+
+def deduplicate(searcher: Searcher, hits: list[Hit], threshold: float) -> list[Hit]:
+    """`hits` without their near duplicates (see `near_duplicates`); all of them when the
+    index stores no image vectors."""
+    try:
+        vectors = searcher.vectors([h.id for h in hits])
+    except IndexBundleError:
+        log.warning("index %s stores no image vectors: deduplicate has no effect",
+                    searcher.version)
+        return hits
+    drop = near_duplicates(vectors, threshold)
+    return [h for h, dropped in zip(hits, drop, strict=True) if not dropped]

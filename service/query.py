@@ -30,7 +30,7 @@ from service.batches import Found, Lookup, Scored, Scoring, score_batch, search_
 from service.batching import MicroBatcher
 from service.cache import Cache, make_cache
 from service.config import Settings
-from service.dedup import near_duplicates
+from service.dedup import deduplicate
 from service.errors import InvalidQuery, NoCaptionIndex, NotFound
 from service.metrics import Metrics
 from service.results import fetch_count, rank, search_body, to_filter
@@ -47,6 +47,8 @@ def _key(*parts: str) -> str:
 
 
 class QueryService:
+    """One engine and one loaded index version, and every question a route asks of them."""
+
     def __init__(self, engine: Engine, searcher: Searcher, index_dir: Path | None,
                  settings: Settings, metrics: Metrics, cache: Cache | None) -> None:
         self.engine = engine
@@ -165,7 +167,7 @@ class QueryService:
         if isinstance(hits, Exception):
             raise hits
         if dedup is not None and len(hits) > 1:  # up to k^2 similarities: off the event loop
-            hits = await asyncio.to_thread(self._deduplicate, hits, dedup)
+            hits = await asyncio.to_thread(deduplicate, self.searcher, hits, dedup)
         return hits
 
     def _refusal(self, against: Against) -> str | None:
@@ -319,16 +321,6 @@ class QueryService:
         with self.metrics.stage("rerank"):
             return score_batch(self.engine, self.searcher, scorings,
                                self.settings.rerank_max_pairs)
-
-    def _deduplicate(self, hits: list[Hit], threshold: float) -> list[Hit]:
-        try:
-            vectors = self.searcher.vectors([h.id for h in hits])
-        except IndexBundleError:
-            log.warning("index %s stores no image vectors: deduplicate has no effect",
-                        self.index_version)
-            return hits
-        drop = near_duplicates(vectors, threshold)
-        return [h for h, dropped in zip(hits, drop, strict=True) if not dropped]
 
     def _embedding_key(self, text: str) -> str | None:
         return None if self.cache is None else _key("text-embedding", self.engine_id, text)
