@@ -10,7 +10,7 @@ rounds of throughput and of p50 latency, and their ratio to the first variant.
 
 `xmodal bench ab --variant spin='{}' --variant no_spin='{"spin_us": 0}'` (on
 the default model and on bench.minilm's engine) is how the engine's
-spin setting (encoders.engine.SPIN_US) was chosen.
+spin setting (encoders.threads.SPIN_US) was chosen.
 """
 
 from __future__ import annotations

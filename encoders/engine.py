@@ -21,6 +21,7 @@ from encoders.errors import BundleError, InputError
 from encoders.length_groups import length_groups
 from encoders.preprocess import preprocess
 from encoders.roles import IMAGE, RERANKER, TEXT
+from encoders.threads import SPIN_US
 from encoders.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -39,30 +40,44 @@ PROVIDER_PREFERENCE = (
 # does not depend on how busy the machine was when the engine loaded.
 CPU_TEXT_CALL_TOKENS = 32.0
 
-# How long an idle ONNX Runtime thread spins for more work before it sleeps. Waking a sleeping
-# thread costs tens of microseconds, paid once per parallel operator; a short spin covers the
-# gaps between operators and between back-to-back batches, and gives the core back soon after
-# the load stops. Against no spinning (bench/results/spin-ab*.md, `xmodal bench ab`, 2 cores):
-# a 6-layer MiniLM text tower answers one client 22% sooner and 32 clients 7% faster; the
-# 2-layer default model answers one client 5% sooner and 8 clients 14% faster, and 32 clients
-# 7% slower (its event loop, not the engine, is short of CPU there). ONNX Runtime's own
-# default, a longer spin, cost that model 10% at 32 clients.
-SPIN_US = 300
-
 
 class Engine(Protocol):
-    """What the rest of the system needs from an engine, whatever runs it."""
+    """What the rest of the system calls on an engine, whatever runs it: index build, shards,
+    the service. `OnnxEngine` is the one that ships; the tests hold a numpy one."""
 
     manifest: EngineManifest
 
     @property
+    def path(self) -> Path | None:
+        """The bundle folder it was loaded from, for executors that load their own copy in
+        each worker (Ray); None: an engine that exists only in this process."""
+        ...
+
+    @property
     def engine_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def has_reranker(self) -> bool: ...
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The bundle's preprocessing: images -> (batch, 3, size, size) float32."""
+        ...
+
+    def encode_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Preprocessed pixels -> `image_embeds` (batch, dim) and, with a reranker,
+        `image_tokens` (batch, tokens, width)."""
+        ...
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray: ...
+    def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Match probability of each (image tokens, text) pair: (b, n, w), b texts -> (b,)."""
+        ...
 
 
 def available_providers(preference: Sequence[str] = PROVIDER_PREFERENCE) -> list[str]:

@@ -176,8 +176,7 @@ def encode_captions(engine: Engine, items: list[Item]) -> tuple[np.ndarray, np.n
 
 
 def _engine_path(engine: Engine) -> Path:
-    path = getattr(engine, "path", None)
-    if path is None:
+    if engine.path is None:
         raise InputError("the Ray executor loads the engine in each worker from its bundle "
-                         "folder; pass an engine with a .path (an OnnxEngine)")
-    return Path(path)
+                         "folder; this engine has none (pass one loaded from a bundle)")
+    return engine.path

@@ -101,6 +101,11 @@ def resolve(path: str | Path) -> Path:
     return version
 
 
+def is_root(path: Path) -> bool:
+    """An index root, which new versions can be published into; not a version folder."""
+    return (path / CURRENT).is_file() and not (path / MANIFEST).is_file()
+
+
 def image_root(version: Path, source: str, uri: str) -> Path:
     """The folder an item's stored uri is relative to: the index root holding `version` for
     an upload, the collection (`source`) for everything else."""

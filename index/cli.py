@@ -71,11 +71,11 @@ def _refusals(command: Callable[[argparse.Namespace], int]) -> Callable[[argpars
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         from encoders.errors import InputError
-        from index.errors import IndexError_
+        from index.errors import IndexFailure
 
         try:
             return command(args)
-        except (InputError, IndexError_, OSError) as exc:
+        except (InputError, IndexFailure, OSError) as exc:
             print(f"xmodal index {args.op}: {exc}; nothing was published", file=sys.stderr)
             return 1
     return run

@@ -1,19 +1,20 @@
 """Typed errors raised by the index layer."""
 
 
-class IndexError_(Exception):
-    """Base class for index errors (named so it never shadows the builtin IndexError)."""
+class IndexFailure(Exception):
+    """Base class for everything the index layer raises on purpose (not `IndexError`: that
+    is Python's own, for a sequence index out of range)."""
 
 
-class IndexBundleError(IndexError_):
+class IndexBundleError(IndexFailure):
     """An index bundle that is missing, incomplete or fails its checksums."""
 
 
-class StaleVersionError(IndexError_):
+class StaleVersionError(IndexFailure):
     """A change asked to start from a version that the root's CURRENT no longer names."""
 
 
-class EngineMismatchError(IndexError_):
+class EngineMismatchError(IndexFailure):
     """An index built by one engine, opened for use with another."""
 
     def __init__(self, index_engine_id: str, engine_id: str, path: str) -> None:
@@ -31,5 +32,5 @@ class StorageError(OSError):
     raised for FAISS's and SQLite's own write failures too, which are not `OSError`s."""
 
 
-class IndexBusyError(IndexError_):
+class IndexBusyError(IndexFailure):
     """Another writer holds the index root's lock for longer than this writer would wait."""

@@ -16,9 +16,13 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from index.shards import Decoded, Plan, ShardWriter, SimulatedCrash, decode_batch, encode_batch
+
+# for type hints only: decode workers import this module, and need no onnxruntime
+if TYPE_CHECKING:
+    from encoders.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ class Progress:
             self._bar.close()
 
 
-def run_local(engine: Any, plan: Plan, work: Path, todo: list[int], workers: int | None = None,
+def run_local(engine: Engine, plan: Plan, work: Path, todo: list[int], workers: int | None = None,
               crash_at: int | None = None, progress: Progress | None = None) -> float:
     """Encode the `todo` shards; returns seconds the engine spent in inference.
 

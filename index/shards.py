@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,10 @@ from encoders.preprocess import ImagePreprocess, load_image, preprocess
 from index.durable import write_stream, write_text
 from index.sources import Record, read_bytes
 from index.tokens import pool_tokens
+
+# for type hints only: decode workers import this module, and need no onnxruntime
+if TYPE_CHECKING:
+    from encoders.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def decode_batch(plan: Plan, rows: range) -> Decoded:
     return Decoded(kept, preprocess(images, spec) if images else None, errors)
 
 
-def encode_batch(engine: Any, plan: Plan, decoded: Decoded) -> tuple[np.ndarray, np.ndarray, int]:
+def encode_batch(engine: Engine, plan: Plan, decoded: Decoded) -> tuple[np.ndarray, np.ndarray, int]:
     """Mapper: pixels -> (embeddings float32, tokens float16 pooled per the plan, token count
     before pooling)."""
     out = engine.encode_pixels(decoded.pixels)
@@ -134,7 +138,7 @@ class ShardWriter:
         return self.path
 
 
-def encode_shard(engine: Any, plan: Plan, work: Path, shard: int) -> Path:
+def encode_shard(engine: Engine, plan: Plan, work: Path, shard: int) -> Path:
     """Reader + mapper + writer for one whole shard, in this process (the Ray path)."""
     writer = ShardWriter(work, shard)
     for rows in plan.batches(shard):

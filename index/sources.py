@@ -49,6 +49,14 @@ def read_captions(folder: Path) -> dict[str, str]:
     return {row["file"]: row["caption"] for row in rows}
 
 
+def write_captions(folder: Path, captions: dict[str, str]) -> None:
+    """The captions of images in `folder`, by file name, as `read_captions` reads them back;
+    none: no file."""
+    rows = [json.dumps({"file": name, "caption": caption}) for name, caption in captions.items()]
+    if rows:
+        (folder / CAPTIONS_FILE).write_text("\n".join(rows) + "\n")
+
+
 def read_source(source: str | Path) -> tuple[Path, list[Record]]:
     """Any supported source -> (root that record uris are relative to, records in id order)."""
     source = Path(source)

@@ -3,8 +3,8 @@
 Continuous batching: a worker thread of the batcher's own runs the engine, so the event loop
 keeps accepting requests meanwhile; when the engine is free, every request that queued up
 while it was busy goes into the next batch (up to `max_size`). The worker takes that next
-batch itself, at once: when the event loop handed it over, every batch waited for a turn of
-the busy loop, which at 32 clients with batches of one cost 20-30% of the throughput. An idle
+batch itself, at once, rather than wait for a turn of the busy event loop to be handed it
+(bench/results/batcher.md says what waiting cost; batcher-ab*.md have the figures). An idle
 engine takes a lone request at once, so a single client pays no batching delay, and batches
 grow with the load on their own. `max_wait` optionally holds a batch open a little longer
 for more requests to join (it trades latency for larger batches; 0 by default).

@@ -15,6 +15,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from service.config import Settings
+from service.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -22,6 +25,15 @@ class Cache(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def set(self, key: str, value: bytes) -> None: ...
+
+
+def make_cache(settings: Settings, metrics: Metrics) -> Cache | None:
+    """Redis when configured, else an in-process LRU; None when caching is off."""
+    if settings.redis_url:
+        return RedisCache(settings.redis_url, settings.cache_ttl_s, metrics.cache_errors.inc)
+    if not settings.cache_entries:
+        return None
+    return LRUCache(settings.cache_entries, settings.cache_max_bytes)
 
 
 class LRUCache:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from encoders.engine import SPIN_US
+from encoders.threads import SPIN_US
 
 DEMO_DIR = Path("var/demo")
 MIN_KEY_CHARS = 16

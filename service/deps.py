@@ -12,18 +12,23 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
+from service.changes import IndexChanges
 from service.config import Settings
 from service.errors import Forbidden, NotReady, Unauthorized
 from service.metrics import Metrics
-from service.pipeline import QueryPipeline
+from service.query import QueryService
 
 
-async def get_pipeline(request: Request) -> QueryPipeline:
-    """The pipeline this request leased (see service.serving.LeaseMiddleware)."""
-    pipeline = request.scope.get("state", {}).get("pipeline")
-    if pipeline is None:
+async def get_query(request: Request) -> QueryService:
+    """The query service this request leased (see service.leases.LeaseMiddleware)."""
+    query = request.scope.get("state", {}).get("query")
+    if query is None:
         raise NotReady("the engine and index are not loaded yet")
-    return pipeline
+    return query
+
+
+async def get_changes(request: Request) -> IndexChanges:
+    return request.app.state.changes
 
 
 async def get_settings(request: Request) -> Settings:
@@ -53,7 +58,8 @@ async def require_admin(
         raise Unauthorized("a valid X-API-Key header is required")
 
 
-PipelineDep = Annotated[QueryPipeline, Depends(get_pipeline)]
+QueryDep = Annotated[QueryService, Depends(get_query)]
+ChangesDep = Annotated[IndexChanges, Depends(get_changes)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Depends(require_admin)

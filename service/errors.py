@@ -37,6 +37,11 @@ class InvalidQuery(ServiceError):
     description = "the request is invalid; the message names the field and the problem"
 
 
+class NoCaptionIndex(InvalidQuery):
+    """A search of the items' captions (image -> text) in an index that has no caption index;
+    an `InvalidQuery`, raised apart so that each protocol can say it in its own terms."""
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"

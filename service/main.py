@@ -1,4 +1,5 @@
-"""The FastAPI application: `create_app(settings)` builds it; the lifespan loads the runtime."""
+"""The FastAPI application: `create_app(settings)` builds it; the lifespan loads the engine and
+index into the query service."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from encoders.engine import Engine
+from service.changes import IndexChanges
 from service.config import Settings
 from service.errors import (
     PayloadTooLarge,
@@ -19,10 +22,11 @@ from service.errors import (
     responses,
 )
 from service.head import HeadAsGet
+from service.leases import LeaseMiddleware, Leases
 from service.limits import BodySizeLimit
 from service.metrics import Metrics
 from service.openapi import with_hoisted_defs
-from service.pipeline import QueryPipeline, make_cache
+from service.query import QueryService
 from service.routes import (
     admin,
     clip_retrieval,
@@ -33,25 +37,23 @@ from service.routes import (
     search,
     web,
 )
-from service.runtime import Runtime
-from service.serving import LeaseMiddleware, Serving
 
 log = logging.getLogger(__name__)
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The app for `settings`; `engine`: one to serve with instead of the configured bundle."""
     settings = settings or Settings()
     metrics = Metrics()
+    leases = Leases()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A mismatched or corrupt bundle raises here, so the service never starts serving it.
-        runtime = Runtime.load(settings)
-        await app.state.serving.swap(
-            QueryPipeline(runtime, settings, metrics, make_cache(settings, metrics)))
+        await leases.swap(QueryService.load(settings, metrics, engine))
         try:
             yield
         finally:
-            await app.state.serving.close()
+            await leases.close()
 
     # metrics are Prometheus (/metrics); FastAPI's OpenTelemetry bridge would otherwise look
     # for a configured provider on every request. /docs loads Swagger UI from this server
@@ -63,9 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.serving = Serving()
+    app.state.changes = IndexChanges(leases, settings)
     install_handlers(app)
-    app.add_middleware(LeaseMiddleware, serving=app.state.serving)
+    app.add_middleware(LeaseMiddleware, leases=leases)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # the last added is the outermost: both inside CORS, so errors carry its headers; a HEAD
     # request is a GET to everything inside HeadAsGet

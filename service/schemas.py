@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -141,6 +142,57 @@ class Readiness(BaseModel):
     index_version: str
     count: int
     rerank: bool = Field(description="the engine has a reranker and the index stores tokens")
+
+
+class IndexInfo(BaseModel):
+    engine_id: str
+    family: str
+    precision: str
+    rerank: bool
+    version: str
+    parent: str
+    created: str
+    count: int
+    deleted: int
+    dim: int
+    factory: str
+    search_params: dict[str, Any]
+    tuning: dict[str, Any]
+    tokens: dict[str, Any]
+    captions: int
+
+
+# versions a root keeps after a change: the served one, its parent (a rollback) and one more
+KEEP_VERSIONS = 3
+
+
+class ReloadRequest(BaseModel):
+    index_dir: Path | None = Field(
+        None, description="what to serve, inside the configured index root: the root itself, "
+                          "one of its versions (a rollback: `v20250101T000000-000000`) or an "
+                          "index root inside it; absolute or relative to the configured root. "
+                          "Default: the configured root, re-reading its CURRENT")
+
+
+class ReloadResponse(BaseModel):
+    previous_version: str
+    index_version: str
+    count: int
+
+
+class ChangeResponse(BaseModel):
+    previous_version: str = Field(description="the version served before; the new one's parent")
+    index_version: str
+    count: int
+    added: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    pruned: list[str] = Field(default_factory=list,
+                              description=f"old versions removed (a root keeps {KEEP_VERSIONS})")
+
+
+class DeleteRequest(BaseModel):
+    ids: list[ItemId] = Field(min_length=1, max_length=10_000)
 
 
 class ErrorBody(BaseModel):

@@ -16,7 +16,7 @@ Fields, and how each is honoured (the README lists the same):
 - `num_images`, `num_result_ids` (default: `num_images`): as above.
 - `indice_name`: must be this service's index name (or absent), else a 404.
 - `deduplicate`: drops near-duplicate results by their stored image vectors, for either
-  modality (see `near_duplicates`).
+  modality (see `service.dedup`).
 - `use_mclip`, `use_safety_model`, `use_violence_detector`, `aesthetic_score`,
   `aesthetic_weight`: accepted and ignored, as clip-retrieval's back end ignores them when it
   has no such model loaded; text is always encoded by this engine's own text tower.
@@ -25,8 +25,6 @@ Errors are this service's JSON errors (4xx), not the Flask back end's 500s.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -35,29 +33,26 @@ from fastapi import APIRouter, Request
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from index.errors import IndexBundleError
-from index.metadata import Item
-from index.search import Hit, Searcher
-from service.config import Settings
-from service.deps import PipelineDep, SettingsDep
-from service.errors import InvalidQuery, NotFound, NotReady, describe, responses
+from service.deps import QueryDep, SettingsDep
+from service.errors import (
+    InvalidQuery,
+    NoCaptionIndex,
+    NotFound,
+    NotReady,
+    ServiceError,
+    describe,
+    responses,
+)
 from service.images import decode_base64, decode_upload_off_loop
-from service.pipeline import QueryPipeline
 from service.schemas import MAX_TEXT_CHARS, ItemId, parse_item_id
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["clip-retrieval"])
 
 # Results per request, with or without metadata. The search fetches every result's metadata,
 # and concurrent searches share one FAISS call whose k is the largest asked (see
-# service.pipeline), so this bounds the work a front-end query puts on the queries batched
+# service.batches), so this bounds the work a front-end query puts on the queries batched
 # with it: 32 (the default batch) x 1,000 ids stays within SQLite's default 32,766 variables.
 MAX_RESULTS = 1000
-# Cosine similarity of two results' image vectors at or above which they are near duplicates:
-# clip-retrieval's threshold, for CLIP embeddings; XMODAL_DEDUP_THRESHOLD sets the served one
-# (a small engine packs images closer: with the default model 0.94 keeps 119 of 1,000).
-DEDUP_THRESHOLD = 0.94
 
 
 class KnnRequest(BaseModel):
@@ -98,7 +93,7 @@ def _check_index(name: str | None, settings: SettingsDep) -> None:
         raise NotFound(f"no index named {name!r}; this service has {settings.index_name!r}")
 
 
-def _metadata(request: Request, item: Item) -> dict[str, Any]:
+def _metadata(request: Request, item: Any) -> dict[str, Any]:
     return {"url": str(request.url_for("get_image", image_id=item.id)),
             "image_path": item.path, "caption": item.caption or ""}
 
@@ -109,45 +104,7 @@ def result_counts(num_images: int, num_result_ids: int | None) -> tuple[int, int
     return total, min(num_images, total)
 
 
-def near_duplicates(vectors: np.ndarray, threshold: float = DEDUP_THRESHOLD) -> np.ndarray:
-    """Which of these ranked results to drop as near duplicates, as a boolean mask.
-
-    Results whose vectors have cosine similarity >= threshold are linked, and linked results
-    form groups (a chain a~b~c is one group even when a and c are further apart); each group
-    keeps only its best-ranked result. These are clip-retrieval's semantics; the similarity
-    matrix is dense, which MAX_RESULTS keeps small (4 MB at 1,000 results).
-    """
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.maximum(norms, 1e-12)
-    close = unit @ unit.T >= threshold  # (n, n)
-    drop = np.zeros(len(unit), bool)
-    seen = np.zeros(len(unit), bool)
-    # in rank order, so the first result met of each group is its best; a breadth-first walk
-    # from it marks the rest of the group
-    for first in np.flatnonzero(close.sum(axis=1) > 1):
-        if seen[first]:
-            continue
-        seen[first] = True
-        frontier = close[first] & ~seen
-        while frontier.any():
-            seen |= frontier
-            drop |= frontier
-            frontier = close[frontier].any(axis=0) & ~seen
-    return drop
-
-
-def _deduplicate(searcher: Searcher, hits: list[Hit], threshold: float) -> list[Hit]:
-    try:
-        vectors = searcher.vectors([h.id for h in hits])
-    except IndexBundleError:
-        log.warning("index %s stores no image vectors: deduplicate has no effect",
-                    searcher.version)
-        return hits
-    drop = near_duplicates(vectors, threshold)
-    return [h for h, dropped in zip(hits, drop, strict=True) if not dropped]
-
-
-def _stored_vector(request: Request, pipeline: QueryPipeline, url: str) -> np.ndarray:
+def _stored_vector(request: Request, query: QueryDep, url: str) -> np.ndarray:
     """The stored vector of an image URL this service gave out (a result's `url`, which the
     front end sends back to find similar images); any other URL is refused, as nothing is
     fetched."""
@@ -159,28 +116,26 @@ def _stored_vector(request: Request, pipeline: QueryPipeline, url: str) -> np.nd
                            f"{prefix}{{id}}, an id of at most 19 digits) are searched; it "
                            "fetches no others")
     try:
-        return pipeline.runtime.searcher.vectors([number])[0]
-    except KeyError as exc:
-        raise NotFound(f"image_url: no image with id {number}") from exc
-    except IndexBundleError as exc:
-        raise InvalidQuery(f"image_url: this index stores no image vectors ({exc})") from exc
+        return query.vector(number)
+    except ServiceError as exc:
+        raise type(exc)(f"image_url: {exc}") from exc
 
 
-async def _query(body: KnnRequest, pipeline: QueryPipeline, request: Request,
-                 settings: Settings) -> str | Image.Image | np.ndarray:
+async def _query(body: KnnRequest, query: QueryDep, request: Request,
+                 settings: SettingsDep) -> str | Image.Image | np.ndarray:
     """The text, decoded image or normalised vector the request searches with."""
     given = [f for f in ("text", "image", "image_url", "embedding_input") if getattr(body, f)]
     if len(given) != 1:
         raise InvalidQuery("give exactly one of text, image, image_url, embedding_input (got "
                            f"{given or 'none'})")
     if body.image_url:
-        return _stored_vector(request, pipeline, body.image_url)
+        return _stored_vector(request, query, body.image_url)
     if body.text:
         return body.text
     if body.image:
         return await decode_upload_off_loop(decode_base64(body.image, "image"), settings)
     vector = np.asarray(body.embedding_input, dtype=np.float32)
-    dim = pipeline.runtime.engine.dim
+    dim = query.dim
     if vector.shape != (dim,) or not np.isfinite(vector).all():
         raise InvalidQuery(f"embedding_input must be {dim} finite numbers")
     norm = float(np.linalg.norm(vector))
@@ -197,21 +152,18 @@ async def indices_list(settings: SettingsDep) -> list[str]:
 @router.post("/knn-service", responses=responses(NotFound, InvalidQuery, NotReady),
              openapi_extra={"requestBody": {
     "content": {"application/json": {"schema": KnnRequest.model_json_schema()}}}})
-async def knn_service(request: Request, pipeline: PipelineDep,
+async def knn_service(request: Request, query: QueryDep,
                       settings: SettingsDep) -> list[dict[str, Any]]:
     body: KnnRequest = await _parse(request, KnnRequest)
     _check_index(body.indice_name, settings)
-    query = await _query(body, pipeline, request, settings)
+    searched = await _query(body, query, request, settings)
     total, described = result_counts(body.num_images, body.num_result_ids)
     try:
-        hits = await pipeline.find(query, total, captions=body.modality == "text")
-    except IndexBundleError as exc:  # only the caption search raises it: no caption index
+        hits = await query.find(searched, total, captions=body.modality == "text",
+                                dedup=settings.dedup_threshold if body.deduplicate else None)
+    except NoCaptionIndex as exc:
         raise InvalidQuery("modality 'text' searches the items' captions, and this index has "
                            "none; use modality 'image'") from exc
-    if body.deduplicate and len(hits) > 1:
-        # up to MAX_RESULTS^2 similarities: off the event loop
-        hits = await asyncio.to_thread(_deduplicate, pipeline.runtime.searcher, hits,
-                                       settings.dedup_threshold)
     return [{**_metadata(request, hit.item), "id": hit.id, "similarity": hit.score}
             if rank < described else {"id": hit.id, "similarity": hit.score}
             for rank, hit in enumerate(hits)]
@@ -220,10 +172,10 @@ async def knn_service(request: Request, pipeline: PipelineDep,
 @router.post("/metadata", responses=responses(NotFound, InvalidQuery, NotReady),
              openapi_extra={"requestBody": {
     "content": {"application/json": {"schema": MetadataRequest.model_json_schema()}}}})
-async def metadata(request: Request, pipeline: PipelineDep,
+async def metadata(request: Request, query: QueryDep,
                    settings: SettingsDep) -> list[dict[str, Any]]:
     body: MetadataRequest = await _parse(request, MetadataRequest)
     _check_index(body.indice_name, settings)
-    items = pipeline.runtime.searcher.metadata.get(body.ids)
+    items = query.items(body.ids)
     return [{"id": i, "metadata": _metadata(request, items[i]) if i in items else {}}
             for i in body.ids]

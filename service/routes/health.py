@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.deps import MetricsDep, PipelineDep
+from service.deps import MetricsDep, QueryDep
 from service.errors import NotReady, responses
 from service.schemas import Health, Readiness
 
@@ -17,15 +17,9 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses=responses(NotReady))
-async def readyz(pipeline: PipelineDep) -> Readiness:
+async def readyz(query: QueryDep) -> Readiness:
     """Engine and index are loaded and consistent; 503 otherwise."""
-    return Readiness(
-        status="ready",
-        engine_id=pipeline.engine_id,
-        index_version=pipeline.index_version,
-        count=pipeline.runtime.searcher.manifest.count,
-        rerank=pipeline.can_rerank,
-    )
+    return query.readiness()
 
 
 @router.get("/metrics", response_class=Response)

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from PIL import Image
 
-from service.deps import PipelineDep
+from service.deps import QueryDep
 from service.errors import InvalidQuery, NotFound, NotReady, responses
 from service.schemas import CANONICAL_ID, parse_item_id
 
@@ -41,7 +41,7 @@ THUMBNAIL_SIZES = (16, 1024)  # the smallest and largest `size` a thumbnail may 
 async def get_image(
     image_id: Annotated[str, PathParam(pattern=CANONICAL_ID, examples=["0", "42"],
                                        description="the image's id, a non-negative integer")],
-    request: Request, pipeline: PipelineDep,
+    request: Request, query: QueryDep,
     size: Annotated[int | None, Query(ge=THUMBNAIL_SIZES[0], le=THUMBNAIL_SIZES[1],
                                       description="a thumbnail: the longer side at most this "
                                                   "many pixels (never enlarged), as WebP")] = None,
@@ -49,12 +49,7 @@ async def get_image(
     number = parse_item_id(image_id)
     if number is None:
         raise NotFound(f"no image with id {image_id}")
-    try:
-        item, data = await asyncio.to_thread(pipeline.runtime.searcher.image, number)
-    except KeyError as exc:
-        raise NotFound(f"no image with id {image_id}") from exc
-    except OSError as exc:
-        raise NotFound(f"image {image_id} is not available") from exc
+    item, data = await query.image(number)
     tag = hashlib.blake2b(data, digest_size=16).hexdigest() + (f"-{size}" if size else "")
     headers = {"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff",
                "ETag": f'"{tag}"'}

@@ -1,6 +1,5 @@
-"""Search endpoints: text -> images, image -> images or captions. Handlers stay thin: parse,
-call the pipeline, rank, shape. Text responses are cached whole, keyed by engine, index
-version and the request."""
+"""Search endpoints: text -> images, image -> images or captions. Each parses its request and
+hands it to the query service, which answers with the response body."""
 
 from __future__ import annotations
 
@@ -10,18 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
-from index.errors import IndexBundleError
-from service.deps import PipelineDep, SettingsDep
+from service.deps import QueryDep, SettingsDep
 from service.errors import InvalidQuery, NotReady, describe, responses
 from service.images import decode_base64, decode_upload_off_loop
-from service.ranking import fetch_count, rank, search_body, to_filter
-from service.schemas import (
-    ImageQuery,
-    ImageSearchRequest,
-    SearchResponse,
-    Target,
-    TextSearchRequest,
-)
+from service.schemas import ImageQuery, ImageSearchRequest, SearchResponse, TextSearchRequest
 
 router = APIRouter(prefix="/v1/search", tags=["search"],
                    responses=responses(InvalidQuery, NotReady))
@@ -30,16 +21,9 @@ JSON = "application/json"
 
 
 @router.post("/text", response_model=SearchResponse)
-async def search_text(request: TextSearchRequest, pipeline: PipelineDep) -> Response:
+async def search_text(request: TextSearchRequest, query: QueryDep) -> Response:
     """Query text -> the k most similar images, best first; optionally reranked."""
-    key = pipeline.response_key(request)
-    cached = pipeline.cached_response(key)
-    if cached is not None:
-        return Response(cached, media_type=JSON)
-    hits = await pipeline.find(request.text, fetch_count(request), to_filter(request.filter))
-    body = search_body(pipeline, await rank(pipeline, hits, request, request.text))
-    pipeline.store_response(key, body)
-    return Response(body, media_type=JSON)
+    return Response(await query.search(request.text, request), media_type=JSON)
 
 
 async def _image_request(request: Request, settings: SettingsDep) -> tuple[ImageQuery, bytes]:
@@ -98,20 +82,9 @@ def _multipart_schema() -> dict[str, Any]:
         "multipart/form-data": {"schema": _multipart_schema()},
     }, "required": True}},
 )
-async def search_image(request: Request, pipeline: PipelineDep, settings: SettingsDep) -> Response:
+async def search_image(request: Request, query: QueryDep, settings: SettingsDep) -> Response:
     """An image (multipart `file`, or JSON `image_base64`) -> similar images (`target: image`)
     or the items whose captions match it best (`target: text`)."""
     parsed, data = await _image_request(request, settings)
     image = await decode_upload_off_loop(data, settings)
-    if parsed.target is Target.text:
-        if parsed.filter is not None:
-            raise InvalidQuery("filter applies to image results, not to caption search")
-        try:
-            hits = await pipeline.find(image, fetch_count(parsed), captions=True)
-        except IndexBundleError as exc:
-            raise InvalidQuery(f"image -> text search is not available: {exc}") from exc
-        ranked = await rank(pipeline, hits, parsed, image)
-    else:
-        hits = await pipeline.find(image, fetch_count(parsed), to_filter(parsed.filter))
-        ranked = await rank(pipeline, hits, parsed, None)
-    return Response(search_body(pipeline, ranked), media_type=JSON)
+    return Response(await query.search(image, parsed, parsed.target), media_type=JSON)

@@ -14,7 +14,7 @@ from PIL import Image
 from index import bundle, update
 from service.config import Settings
 from service.main import create_app
-from service.routes.admin import KEEP_VERSIONS
+from service.schemas import KEEP_VERSIONS
 from training.synthetic import COLOURS
 from xmodal.demo import DemoPaths
 

@@ -20,9 +20,9 @@ from encoders.preprocess import load_image
 from index import bundle
 from index.build import build_index
 from service.config import Settings
+from service.dedup import DEDUP_THRESHOLD, near_duplicates
 from service.main import create_app
 from service.routes import clip_retrieval
-from service.routes.clip_retrieval import DEDUP_THRESHOLD, near_duplicates
 from tests.segments import data_folder
 from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths

@@ -4,7 +4,6 @@ image -> text search, and clear refusals where the engine or index cannot rerank
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from index.search import Hit, Searcher
 from index.sources import read_captions
 from service.config import Settings
 from service.main import create_app
-from service.ranking import search_body
+from service.results import search_body
 from service.schemas import SearchResponse
 from tests.service.conftest import RerankSetup
 from xmodal.demo import DemoPaths
@@ -51,8 +50,7 @@ def test_search_bodies_are_the_documented_schema_byte_for_byte(client: TestClien
         body = client.post("/v1/search/text", json=query).content
         assert SearchResponse.model_validate_json(body).model_dump_json().encode() == body
     odd = Item(7, "dir/ü ñ.png", None, {"tag": "ünï \"q\"", "n": 1.5, "list": [1, None, True]})
-    pipeline = SimpleNamespace(engine_id="e", index_version="v")
-    body = search_body(pipeline, [(Hit(7, 0.25, odd), 0.875), (Hit(7, -0.5, odd), None)])
+    body = search_body("e", "v", [(Hit(7, 0.25, odd), 0.875), (Hit(7, -0.5, odd), None)])
     model = SearchResponse.model_validate_json(body)
     assert model.model_dump_json().encode() == body
     assert model.results[0].fields == odd.fields and model.results[1].match_probability is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from encoders.errors import BundleError
 from index.errors import EngineMismatchError
 from service.config import Settings
 from service.main import create_app
-from service.runtime import Runtime
+from service.metrics import Metrics
+from service.query import QueryService
 from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
 
@@ -44,15 +46,15 @@ def test_engine_threads_spin_as_configured(
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    runtime = Runtime.load(Settings(engine_dir=demo.engine, index_dir=demo.index))
+    query = QueryService.load(Settings(engine_dir=demo.engine, index_dir=demo.index), Metrics())
     try:
-        options = [s.get_session_options() for s in runtime.engine._sessions.values()]
+        options = [s.get_session_options() for s in query.engine._sessions.values()]
         assert options
         for option in options:
             assert option.get_session_config_entry("session.intra_op.allow_spinning") == allowed
             assert option.get_session_config_entry("session.intra_op.spin_duration_us") == duration
     finally:
-        runtime.close()
+        asyncio.run(query.close())
 
 
 def test_negative_spin_is_refused() -> None:
@@ -97,7 +99,7 @@ def test_health_and_validation_errors_are_json(demo: DemoPaths) -> None:
         assert client.post("/v1/search/text", json={"text": "a red circle"}).status_code == 200
 
 
-def test_readyz_is_503_before_the_runtime_is_loaded(demo: DemoPaths) -> None:
+def test_readyz_is_503_before_the_engine_and_index_are_loaded(demo: DemoPaths) -> None:
     app = create_app(Settings(engine_dir=demo.engine, index_dir=demo.index))
     client = TestClient(app)  # not entered: the lifespan has not run
     response = client.get("/readyz")

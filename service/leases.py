@@ -1,7 +1,7 @@
-"""The pipeline answering requests now, swapped atomically for a new one.
+"""The query service answering requests now, swapped atomically for a new one.
 
-Each request leases the current pipeline for its whole life (`LeaseMiddleware`); a swap
-points new requests at the new pipeline at once, and the old one is closed only when its
+Each request leases the current service for its whole life (`LeaseMiddleware`); a swap
+points new requests at the new service at once, and the old one is closed only when its
 last request has ended, so a swap under load fails no request.
 """
 
@@ -12,29 +12,29 @@ import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.pipeline import QueryPipeline
+from service.query import QueryService
 
 log = logging.getLogger(__name__)
 
 
-class Serving:
+class Leases:
     def __init__(self) -> None:
-        self.current: QueryPipeline | None = None
+        self.current: QueryService | None = None
         self._lock = asyncio.Lock()
 
-    def acquire(self) -> QueryPipeline | None:
-        """The current pipeline, held until `release` (None before the first load)."""
-        pipeline = self.current
-        if pipeline is not None:
-            pipeline.active += 1
-        return pipeline
+    def acquire(self) -> QueryService | None:
+        """The current service, held until `release` (None before the first load)."""
+        query = self.current
+        if query is not None:
+            query.active += 1
+        return query
 
-    async def release(self, pipeline: QueryPipeline) -> None:
-        pipeline.active -= 1
-        if pipeline.retired and pipeline.active == 0:
-            await pipeline.close()
+    async def release(self, query: QueryService) -> None:
+        query.active -= 1
+        if query.retired and query.active == 0:
+            await query.close()
 
-    async def swap(self, new: QueryPipeline) -> None:
+    async def swap(self, new: QueryService) -> None:
         async with self._lock:
             old, self.current = self.current, new
             if old is not None:
@@ -51,24 +51,24 @@ class Serving:
 
 
 class LeaseMiddleware:
-    """Leases the current pipeline for each HTTP request, in `scope["state"]["pipeline"]`.
+    """Leases the current query service for each HTTP request, in `scope["state"]["query"]`.
 
     A plain ASGI wrapper: as a FastAPI generator dependency the same lease cost a fifth of
     the event loop's time per search (an exit stack and a cancel scope per request).
     """
 
-    def __init__(self, app: ASGIApp, serving: Serving) -> None:
+    def __init__(self, app: ASGIApp, leases: Leases) -> None:
         self.app = app
-        self.serving = serving
+        self.leases = leases
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        pipeline = self.serving.acquire()
-        scope.setdefault("state", {})["pipeline"] = pipeline
+        query = self.leases.acquire()
+        scope.setdefault("state", {})["query"] = query
         try:
             await self.app(scope, receive, send)
         finally:
-            if pipeline is not None:
-                await self.serving.release(pipeline)
+            if query is not None:
+                await self.leases.release(query)
