@@ -38,12 +38,13 @@ class Hit:
 class Metadata:
     """The items of a version's segments, deleted ones left out: what callers look up."""
 
-    def __init__(self, segments: list[LoadedSegment], dead: frozenset[int]) -> None:
-        self._segments, self._dead = segments, dead
+    def __init__(self, segments: list[LoadedSegment], deleted: np.ndarray) -> None:
+        self._segments, self._deleted = segments, deleted  # deleted: sorted ids
+        self.dead = frozenset(deleted.tolist())  # for lookups one id at a time
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
         """The live items of those `ids` that exist, by id."""
-        wanted = [int(i) for i in ids if int(i) not in self._dead]
+        wanted = [int(i) for i in ids if int(i) not in self.dead]
         found: dict[int, Item] = {}
         for seg in self._segments:
             mine = seg.present(np.asarray(wanted, np.int64))
@@ -56,8 +57,8 @@ class Metadata:
         out = []
         for seg in self._segments:
             ids = seg.metadata.matching(where)
-            if self._dead:
-                ids = ids[~np.isin(ids, np.fromiter(self._dead, np.int64, len(self._dead)))]
+            if len(self._deleted):
+                ids = ids[~np.isin(ids, self._deleted)]
             out.append(seg.present(ids))
         return out
 
@@ -84,9 +85,9 @@ class Searcher:
                          for folder, info in version_segments(self.path, self.manifest)]
         deleted = self.path / bundle.DELETED_FILE
         self.deleted = np.load(deleted) if deleted.is_file() else np.zeros(0, np.int64)
-        self._dead = frozenset(self.deleted.tolist())  # for lookups one id at a time
         self._dead_positions = [seg.present(self.deleted) for seg in self.segments]
-        self.metadata = Metadata(self.segments, self._dead)
+        self.metadata = Metadata(self.segments, self.deleted)
+        self._dead = self.metadata.dead
         self.on_gpu = any(seg.on_gpu for seg in self.segments)
         # GPU FAISS takes no id selectors: over-fetch and filter there (settable, so the
         # CPU test suite exercises that path too)
@@ -127,7 +128,7 @@ class Searcher:
         if not any(seg.captions is not None for seg in self.segments):
             raise bundle.IndexBundleError(f"index {self.path} has no caption index (no captions)")
         queries = np.ascontiguousarray(image_queries, np.float32)
-        parts = [seg.search_captions(queries, k, self._dead) for seg in self.segments]
+        parts = [seg.search_captions(queries, k, self.deleted) for seg in self.segments]
         return self._hits(_merge(parts, len(queries), k))
 
     def tokens(self, ids: list[int], expand: bool = True) -> np.ndarray:

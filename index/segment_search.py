@@ -133,15 +133,15 @@ class LoadedSegment:
             out_s[row, : len(good)], out_p[row, : len(good)] = scores[row, good], pos[row, good]
         return out_s, out_p
 
-    def search_captions(self, queries: np.ndarray, k: int, dead: frozenset[int]) -> Scored:
+    def search_captions(self, queries: np.ndarray, k: int, dead: np.ndarray) -> Scored:
         """Image -> text over this segment's captions: (scores, item ids), -1 where none."""
         if self.captions is None or not self.captions.ntotal:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         over = min(self.captions.ntotal, k + len(dead))
         scores, rows = self.captions.search(np.ascontiguousarray(queries, np.float32), over)
         ids = np.where(rows >= 0, self.caption_ids[np.maximum(rows, 0)], -1)
-        if dead:
-            gone = np.isin(ids, np.fromiter(dead, np.int64, len(dead)))
+        if len(dead):
+            gone = np.isin(ids, dead)
             ids = np.where(gone, -1, ids)
             scores = np.where(gone, -np.inf, scores)
         return scores, ids
