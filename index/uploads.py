@@ -10,6 +10,7 @@ from pathlib import Path
 
 from encoders.engine import Engine
 from index import bundle, update
+from index.durable import write_stream
 from index.sources import write_captions
 
 
@@ -21,8 +22,8 @@ def add_uploads(engine: Engine, root: Path, files: list[tuple[str, bytes]],
     folder = Path(root) / bundle.UPLOADS / uuid.uuid4().hex
     try:
         folder.mkdir(parents=True)
-        for name, data in files:
-            (folder / name).write_bytes(data)
+        for name, data in files:  # synced like every file a version refers to
+            write_stream(folder / name, lambda handle, data=data: handle.write(data))
         write_captions(folder, {name: caption for (name, _), caption
                                 in zip(files, captions, strict=True) if caption is not None})
         return update.add_images(engine, root, folder, parent=parent, work_root=folder)
