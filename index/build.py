@@ -117,6 +117,11 @@ def encode_records(engine: Engine, root: Path, records: list[Record], work_root:
         raise InputError(f"unknown executor {opts.executor!r}; expected one of {EXECUTORS}")
     if opts.ray_actors < 1:
         raise InputError(f"ray_actors must be at least 1, got {opts.ray_actors}")
+    tail = engine.manifest.score.get("reranker_embedding_tokens", 0)
+    if opts.token_pool is not None and tail:
+        raise InputError(f"token_pool would average the image embedding that engine "
+                         f"{engine.engine_id}'s reranker reads from its last {tail} tokens; "
+                         "build this engine's index without it")
     plan = Plan(str(root), records, engine.engine_id, engine.manifest.image_preprocess.to_dict(),
                 opts.shard_size, opts.batch_size, opts.token_pool)
     work = work_root / f".build-{plan.key}"

@@ -26,6 +26,20 @@ def fit_temperature(margin: np.ndarray, labels: np.ndarray) -> float:
     return float(grid[int(np.argmin(losses))])
 
 
+def fit_logistic(x: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[float, float]:
+    """(a, b) maximising the likelihood of sigmoid(a * x + b) for `labels` (Newton's method on
+    the two parameters, with a little ridge so separable data stays finite)."""
+    x, y = np.asarray(x, np.float64), np.asarray(labels, np.float64)
+    features = np.stack([x, np.ones_like(x)], axis=1)
+    w = np.zeros(2)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-features @ w))
+        grad = features.T @ (p - y) + 1e-3 * w
+        hess = (features * (p * (1 - p))[:, None]).T @ features + 1e-3 * np.eye(2)
+        w -= np.linalg.solve(hess, grad)
+    return float(w[0]), float(w[1])
+
+
 def probabilities(margin: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-margin / temperature))
 
