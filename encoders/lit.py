@@ -18,9 +18,10 @@
   head is a correction on top of the dual encoder, as BLIP's ITM + ITC ranking is, but
   learnt: the match logit is a fitted scale times the dual encoder's cosine, plus a bias,
   plus the head's output, which starts at zero. An untrained head ranks as the dual encoder
-  does, and training only has to learn what the cosine gets wrong. The logit is divided by a
-  temperature fitted after training (Guo et al. 2017), so the probability it exports is
-  calibrated.
+  does, and training only has to learn what the cosine gets wrong. After training the logit
+  is divided by a temperature and shifted by a bias, both fitted on pairs never trained on
+  (Platt scaling; Guo et al. 2017's temperature scaling with a bias), so the probability it
+  exports is calibrated.
 - The token store keeps, per image, the map tokens and then the image's embedding cut into
   `embed_dim / token_dim` tokens, so the reranker graph takes image tokens and a text only,
   like every family's.
@@ -109,6 +110,7 @@ class LiTModel(nn.Module):
         self.itm_cos_scale = nn.Parameter(torch.tensor(10.0))  # fitted before the ITM stage
         self.itm_cos_bias = nn.Parameter(torch.tensor(-5.0))
         self.register_buffer("itm_temperature", torch.ones(()))
+        self.register_buffer("itm_calibration_bias", torch.zeros(()))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         self.freeze_pretrained()
 
@@ -200,17 +202,20 @@ class LiTModel(nn.Module):
 
     def score(self, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Calibrated match probability (b,)."""
-        return torch.sigmoid(self.itm_margin(tokens, ids, mask) / self.itm_temperature)
+        margin = self.itm_margin(tokens, ids, mask)
+        return torch.sigmoid(margin / self.itm_temperature + self.itm_calibration_bias)
 
     def score_rule(self) -> dict[str, object]:
         """How the reranker makes its probability, for the engine manifest; index builds read
         `reranker_embedding_tokens` (token pooling would average the embedding away)."""
         return {"search": "cosine",
-                "reranker": "sigmoid((itm_head + cos_scale * cosine + cos_bias) / temperature)",
+                "reranker": "sigmoid((itm_head + cos_scale * cosine + cos_bias) / temperature "
+                            "+ calibration_bias)",
                 "reranker_embedding_tokens": self.cfg.embed_dim // self.cfg.token_dim,
                 "cos_scale": round(float(self.itm_cos_scale), 6),
                 "cos_bias": round(float(self.itm_cos_bias), 6),
-                "temperature": round(float(self.itm_temperature), 6)}
+                "temperature": round(float(self.itm_temperature), 6),
+                "calibration_bias": round(float(self.itm_calibration_bias), 6)}
 
     def graph_modules(self) -> dict[str, nn.Module]:
         return {IMAGE: LiTImageGraph(self), TEXT: ModelTextGraph(self), RERANKER: RerankerGraph(self)}

@@ -1,7 +1,8 @@
 """Temperature scaling of the ITM logit (Guo et al. 2017, "On Calibration of Modern Neural
 Networks"): one scalar T divides the match logit so that a match probability of 0.8 is right
 80% of the time; fitted by minimising the negative log-likelihood on pairs the model never
-trained on. Expected calibration error (ECE) and the reliability diagram measure it."""
+trained on. Platt scaling adds a bias to it, for logits whose zero is not where matches and
+misses are equally likely. Expected calibration error (ECE) and the reliability diagram measure it."""
 
 from __future__ import annotations
 
@@ -10,20 +11,6 @@ from pathlib import Path
 import numpy as np
 
 BINS = 15
-
-
-def _nll(margin: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    z = margin / temperature
-    # log(1 + e^-z) for positives, log(1 + e^z) for negatives, computed stably
-    return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -z, z))))
-
-
-def fit_temperature(margin: np.ndarray, labels: np.ndarray) -> float:
-    """The T in [0.05, 20] minimising the NLL of sigmoid(margin / T); `margin` is the match logit
-    minus the no-match logit (the two-way softmax's probability is its sigmoid)."""
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
-    losses = [_nll(margin, labels, t) for t in grid]
-    return float(grid[int(np.argmin(losses))])
 
 
 def fit_logistic(x: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[float, float]:
@@ -40,8 +27,17 @@ def fit_logistic(x: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[fl
     return float(w[0]), float(w[1])
 
 
-def probabilities(margin: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-margin / temperature))
+def fit_platt(margin: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(T, b) of sigmoid(margin / T + b), by maximum likelihood (Platt scaling): a temperature
+    alone keeps sigmoid(0) = 0.5, which is wrong wherever matches are rarer than misses."""
+    scale, bias = fit_logistic(margin, labels)
+    if scale <= 0:  # a margin that orders pairs backwards: no temperature calibrates it
+        raise ValueError(f"the match logit does not separate the calibration pairs (slope {scale:.3g})")
+    return 1.0 / scale, bias
+
+
+def probabilities(margin: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(margin / temperature + bias)))
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> dict:

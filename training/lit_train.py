@@ -1,5 +1,5 @@
 """Training of the `lit` family on cached frozen features: heads (ITC), then the reranker
-(ITM with hard negatives), then the temperature of its match logit.
+(ITM with hard negatives), then the temperature and bias of its match logit.
 
 1. Features: every source's images through the frozen backbone, every caption through
    MiniLM, once (`training.features`, cached and resumable).
@@ -9,7 +9,7 @@
 3. Reranker: the token projection, the fusion layers and the ITM head, on positives, a
    negative text and a negative image per pair drawn from the trained heads' similarity
    (ALBEF), and the compositional scenes' attribute and relation swaps.
-4. Calibration: the ITM temperature fitted on compositional scenes of another seed, its ECE
+4. Calibration: the ITM temperature and bias fitted on compositional scenes of another seed, its ECE
    measured on a third seed (`training.calibration`).
 
 Writes the checkpoint (model, tokenizer, preprocessing, info), the provenance record
@@ -256,20 +256,21 @@ def _margins(model: LiTModel, feats: Features, gen: torch.Generator) -> tuple[np
 
 
 def calibrate(model: LiTModel, tokenizer, cfg: TrainConfig, out: Path, gen: torch.Generator) -> dict:
-    """Fit the ITM temperature on unseen compositional scenes; measure ECE on other ones."""
+    """Fit the ITM temperature and bias on unseen compositional scenes; measure ECE on other ones."""
     scenes = TrainConfig(**{**cfg.__dict__, "train_size": min(CALIBRATION_SCENES, cfg.train_size)})
     fit, test = (load_features(model, tokenizer, scenes, ["compositional"], "", seed=cfg.seed + s)[0]
                  for s in CALIBRATION_SEEDS)
-    fit_margin, fit_labels = _margins(model, fit, gen)
-    temperature = calibration.fit_temperature(fit_margin, fit_labels)
+    temperature, bias = calibration.fit_platt(*_margins(model, fit, gen))
     model.itm_temperature.fill_(temperature)
+    model.itm_calibration_bias.fill_(bias)
     test_margin, test_labels = _margins(model, test, gen)
     before = calibration.reliability(calibration.probabilities(test_margin), test_labels)
-    after = calibration.reliability(calibration.probabilities(test_margin, temperature), test_labels)
-    calibration.plot_reliability({"T = 1": before, f"T = {temperature:.2f}": after},
+    after = calibration.reliability(calibration.probabilities(test_margin, temperature, bias), test_labels)
+    calibration.plot_reliability({"T = 1, b = 0": before, f"T = {temperature:.2f}, b = {bias:.2f}": after},
                                  out / "reliability.png", "ITM on unseen compositional scenes")
-    return {"temperature": round(temperature, 4), "ece_before": before["ece"], "ece": after["ece"],
-            "pairs": after["pairs"], "data": f"compositional scenes, seeds {cfg.seed + CALIBRATION_SEEDS[0]} "
+    return {"temperature": round(temperature, 4), "bias": round(bias, 4), "ece_before": before["ece"],
+            "ece": after["ece"], "pairs": after["pairs"],
+            "data": f"compositional scenes, seeds {cfg.seed + CALIBRATION_SEEDS[0]} "
             f"(fit) and {cfg.seed + CALIBRATION_SEEDS[1]} (measured), never trained on"}
 
 

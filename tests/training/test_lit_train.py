@@ -58,6 +58,7 @@ def test_a_small_run_exports_an_engine_with_reranker_calibration_and_provenance(
     ckpt = load_checkpoint(trained / "ckpt")
     info = ckpt.info
     assert info["calibration"]["temperature"] == pytest.approx(float(ckpt.model.itm_temperature), abs=1e-4)
+    assert info["calibration"]["bias"] == pytest.approx(float(ckpt.model.itm_calibration_bias), abs=1e-4)
     assert 0 <= info["calibration"]["ece"] <= 1
     assert (trained / "ckpt" / "reliability.png").is_file()
     manifest = export_bundle(ckpt.exportable(), trained / "engine")
