@@ -16,7 +16,8 @@ def _train(args: argparse.Namespace) -> int:
         raise SystemExit("give exactly one of --checkpoint (a lit checkpoint with its feature "
                          "cache) or --data (a dataset file encoded by the engine)")
     if args.checkpoint is not None:
-        pairs, source = lit_pairs(args.checkpoint, args.sources), f"checkpoint {args.checkpoint}"
+        pairs = lit_pairs(args.checkpoint, args.sources, args.cache)
+        source = f"checkpoint {args.checkpoint}"
     else:
         from encoders.engine import OnnxEngine
 
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "from: train on its cached features (fast)")
     p.add_argument("--sources", help="with --checkpoint: training sources (default: the "
                    "default preset's)")
+    p.add_argument("--cache", type=Path, help="with --checkpoint: the feature cache (default: "
+                   "the checkpoint's features/)")
     p.add_argument("--data", type=Path, help="or: a dataset file whose train split the engine encodes")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=512)

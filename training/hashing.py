@@ -97,6 +97,18 @@ def train_hash_heads(image: np.ndarray, text: np.ndarray, groups: np.ndarray,
     if image.shape != text.shape or len(groups) != len(image):
         raise ValueError(f"pairs must align: image {image.shape}, text {text.shape}, "
                          f"groups {len(groups)}")
+    threads = torch.get_num_threads()
+    # the head's matrices are tiny: more threads only add OpenMP hand-offs, which dominate a
+    # step on a shared, loaded machine
+    torch.set_num_threads(1)
+    try:
+        return _train(image, text, groups, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(image: np.ndarray, text: np.ndarray, groups: np.ndarray,
+           cfg: HashConfig) -> tuple[HashHeads, dict]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     heads = HashHeads(image.shape[1], cfg.bits, cfg.init_scale, cfg.seed)
