@@ -3,7 +3,7 @@ the rescoring of its top candidates with the float vectors read from their memor
 
 A segment built with codes (`xmodal index build --codes BITS`) holds `codes.npy` (packed
 codes by FAISS position, what a merge reads) and `codes.faiss` (`IndexBinaryFlat` below
-`IVF_FROM` rows, above that `IndexBinaryIVF` with about 4 sqrt(n) lists), beside the float
+`IVF_FROM` rows, above that `IndexBinaryIVF` with about sqrt(n) lists), beside the float
 index or instead of it (`--codes-only`). A code search asks the binary index for its `rescore`
 nearest codes and ranks those by the exact inner product of the stored float vectors (rows
 read from `embeddings.npy`, memory-mapped, so only the candidates' pages are touched); with
@@ -55,7 +55,7 @@ class CodeLayout:
 def binary_factory(rows: int, bits: int) -> str:
     if rows < IVF_FROM:
         return "BFlat"
-    return f"BIVF{int(4 * math.sqrt(rows))}"
+    return f"BIVF{int(math.sqrt(rows))}"
 
 
 def make_binary_index(codes: np.ndarray, bits: int, seed: int = 0) -> tuple[faiss.IndexBinary, str]:
@@ -65,8 +65,11 @@ def make_binary_index(codes: np.ndarray, bits: int, seed: int = 0) -> tuple[fais
     codes = np.ascontiguousarray(codes, np.uint8)
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        sample = codes[np.sort(rng.choice(len(codes), min(len(codes), 256 * index.nlist),
+        # FAISS trains binary lists by float k-means over the unpacked bits: its cost grows
+        # with sample x lists x bits x iterations, so the sample and iterations are kept small
+        sample = codes[np.sort(rng.choice(len(codes), min(len(codes), 64 * index.nlist),
                                           replace=False))]
+        index.cp.niter = 10
         index.train(sample)
     index.add(codes)
     return index, factory
