@@ -20,6 +20,12 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    if args.codes:
+        from bench.codes import main as codes_main
+
+        return codes_main(max(args.sizes), args.dim, args.codes, args.recall, args.queries,
+                          args.out, args.json, args.engine, args.checkpoint, args.cache,
+                          args.workdir, seconds=args.seconds, steps=args.hash_steps)
     from bench.index import main
 
     return main(tuple(args.sizes), args.dim, args.recall, args.queries, args.out, args.json,
@@ -119,6 +125,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="also write the markdown report here")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--seconds", type=float, default=2.0, help="time per QPS measurement")
+    p.add_argument("--codes", type=int, nargs="+", choices=(64, 128, 256), metavar="BITS",
+                   help="binary codes of these lengths against float search at the largest "
+                        "size, and learnt vs sign codes on the default model's galleries")
+    p.add_argument("--engine", type=Path, help="with --codes: the default model's engine bundle")
+    p.add_argument("--checkpoint", type=Path, help="with --codes: its checkpoint (hash heads "
+                                                   "train on its cached features)")
+    p.add_argument("--cache", type=Path, help="with --codes: the feature cache (default: the "
+                                              "checkpoint's features/)")
+    p.add_argument("--workdir", type=Path, default=Path("var/bench-codes"),
+                   help="with --codes: where evaluation sets are rendered")
+    p.add_argument("--hash-steps", type=int, default=600, help="with --codes: training steps "
+                                                                 "of each hash head")
     p.set_defaults(func=_index)
 
     p = bench.add_parser("update", help="add, delete and compact: segments against the version "

@@ -53,6 +53,14 @@ class EngineManifest:
     training: dict[str, Any] = field(default_factory=dict)  # data, steps, metrics
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, to name a bad one
     format_version: int = FORMAT_VERSION
+    # binary codes the towers also output (`encoders.codes`): {"bits", "image_output",
+    # "text_output", "parity", "training"}; empty: no codes
+    codes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def code_bits(self) -> int:
+        """Bits of the codes the towers output; 0: none."""
+        return int(self.codes.get("bits", 0))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,6 +84,7 @@ class EngineManifest:
                 training=data.get("training", {}),
                 files=data.get("files", {}),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
+                codes=data.get("codes", {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"bad engine manifest: {exc!r}") from exc
@@ -93,6 +102,8 @@ def compute_engine_id(folder: Path, manifest: EngineManifest) -> str:
         "precision": manifest.precision,
         "graphs": {role: asdict(g) for role, g in manifest.graphs.items()},
     }
+    if manifest.code_bits:  # bundles without codes keep the id they always had
+        settings["code_bits"] = manifest.code_bits
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return f"{manifest.family}-{digest.hexdigest()[:16]}"
 

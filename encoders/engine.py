@@ -75,6 +75,11 @@ class Engine(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def encode_text_outputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Texts -> every output of the text graph: `text_embeds` and, in a bundle with
+        codes, `text_codes` (see `encoders.codes`)."""
+        ...
+
     def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """Match probability of each (image tokens, text) pair: (b, n, w), b texts -> (b,)."""
         ...
@@ -149,18 +154,23 @@ class OnnxEngine:
         return self.encode_pixels(self.pixels(images))["image_embeds"]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Texts -> embeddings; a batch of mixed lengths runs as several calls when padding
-        every text to the longest would cost more than the extra calls (see length_groups)."""
+        return self.encode_text_outputs(texts)["text_embeds"]
+
+    def encode_text_outputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Texts -> every output of the text graph; a batch of mixed lengths runs as several
+        calls when padding every text to the longest would cost more than the extra calls
+        (see length_groups)."""
         ids, mask = self.tokenizer.encode(texts)
         lengths = mask.sum(axis=1)
         groups = length_groups(lengths, self.text_call_tokens)
         if len(groups) == 1:
-            return self._run(TEXT, {"input_ids": ids, "attention_mask": mask})["text_embeds"]
-        out = np.empty((len(ids), self.dim), np.float32)
+            return self._run(TEXT, {"input_ids": ids, "attention_mask": mask})
+        out: dict[str, np.ndarray] = {}
         for group in groups:
             width = int(lengths[group].max())  # texts are right-padded: the rest is padding
             feeds = {"input_ids": ids[group, :width], "attention_mask": mask[group, :width]}
-            out[group] = self._run(TEXT, feeds)["text_embeds"]
+            for name, value in self._run(TEXT, feeds).items():
+                out.setdefault(name, np.empty((len(ids), *value.shape[1:]), value.dtype))[group] = value
         return out
 
     def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray:

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from encoders.codes import BITS
 from encoders.engine import Engine
 from encoders.errors import InputError
 from index.bundle import IndexManifest
+from index.codes import CodeLayout
 from index.executors import Progress, run_local
 from index.lock import writer_lock
 from index.metadata import Item
@@ -56,6 +58,9 @@ class BuildOptions:
     recall: float = 0.95  # recall@10 target the search parameter is tuned to
     memory_budget: int | None = None  # bytes the index may take in memory
     token_pool: int | None = None  # store this many pooled tokens per image; None: all
+    codes: int = 0  # store the engine's binary codes of this many bits (index.codes); 0: none
+    codes_only: bool = False  # with codes: no float FAISS index, search by codes alone
+    rescore: int | None = None  # code candidates rescored with float vectors; None: tuned
     crash_at: int | None = None  # test hook: die after this many shards
 
 
@@ -100,7 +105,7 @@ def build_records(engine: Engine, root: Path, records: list[Record], out_root: s
              for i, r in zip(item_ids, done.rows)]
     caption_ids, caption_embeds = encode_captions(engine, items)
     contents = Contents(item_ids, done.embeds, done.tokens, items, caption_ids, caption_embeds,
-                        done.full_tokens)
+                        done.full_tokens, *coded(engine, done, code_layout(opts)))
     skipped = [(records[r].uri, message) for r, message in done.errors]
     manifest = publish_contents(engine.engine_id, contents, out_root, opts, source=source,
                                 skipped=skipped, next_id=int(ids.max()) + 1)
@@ -147,6 +152,32 @@ def encode_records(engine: Engine, root: Path, records: list[Record], work_root:
     done = assemble(work, plan)
     done.work = work
     return done
+
+
+def code_layout(opts: BuildOptions) -> CodeLayout | None:
+    """The codes a build asks for; None: none. Bad combinations are refused by name."""
+    if not opts.codes:
+        if opts.codes_only or opts.rescore is not None:
+            raise InputError("--codes-only and --rescore need --codes BITS")
+        return None
+    if opts.codes not in BITS:
+        raise InputError(f"--codes {opts.codes}: one of {', '.join(map(str, BITS))} bits")
+    if opts.rescore is not None and opts.rescore < 0:
+        raise InputError(f"--rescore must be >= 0 (0: Hamming distance alone), got {opts.rescore}")
+    return CodeLayout(opts.codes, float_index=not opts.codes_only, rescore=opts.rescore)
+
+
+def coded(engine: Engine, done: Assembled, layout: CodeLayout | None
+          ) -> tuple[np.ndarray | None, CodeLayout | None]:
+    """The encoded images' codes and their layout, checked against the engine's codes."""
+    if layout is None:
+        return None, None
+    bits = engine.manifest.code_bits
+    if bits != layout.bits or done.codes is None:
+        has = f"{bits}-bit codes" if bits else "no codes (train a hash head: xmodal codes train)"
+        raise InputError(f"an index of {layout.bits}-bit codes needs an engine that outputs "
+                         f"them; engine {engine.engine_id} has {has}")
+    return done.codes, layout
 
 
 def finish_work(done: Assembled) -> None:

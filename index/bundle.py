@@ -71,6 +71,9 @@ class IndexManifest:
     # format 2: the segments searched, in order: {"name": folder under segments/, "rows": n};
     # factory, search_params and tuning above are the largest segment's
     segments: list[dict[str, Any]] = field(default_factory=list)
+    # binary codes (index.codes), the largest segment's: bits, float_index, rescore, binary
+    # factory, search params, tuning; {}: none
+    codes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexManifest:

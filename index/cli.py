@@ -18,7 +18,8 @@ def _options(args: argparse.Namespace):  # -> index.build.BuildOptions (imported
                         ray_actors=args.ray_actors,
                         factory=args.factory, recall=args.recall,
                         memory_budget=int(args.memory_gb * 2**30) if args.memory_gb else None,
-                        token_pool=args.token_pool)
+                        token_pool=args.token_pool, codes=args.codes or 0,
+                        codes_only=args.codes_only, rescore=args.rescore)
 
 
 def _report(manifest) -> int:
@@ -27,7 +28,10 @@ def _report(manifest) -> int:
                       "engine_id": manifest.engine_id, "factory": manifest.factory,
                       "search_params": manifest.search_params,
                       "recall_at_10": manifest.tuning.get("recall_at_10"),
-                      "token_bytes_per_image": manifest.tokens.get("bytes_per_image")}, indent=2))
+                      "token_bytes_per_image": manifest.tokens.get("bytes_per_image"),
+                      "codes": {k: v for k, v in manifest.codes.items() if k != "tuning"}
+                      | {"recall_at_10": manifest.codes.get("tuning", {}).get("recall_at_10")}
+                      if manifest.codes else None}, indent=2))
     return 0
 
 
@@ -93,6 +97,14 @@ def _build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recall", type=float, default=0.95, help="recall@10 target for tuning")
     p.add_argument("--memory-gb", type=float, help="memory budget for the index")
     p.add_argument("--token-pool", type=int, help="store this many pooled reranker tokens")
+    p.add_argument("--codes", type=int, choices=(64, 128, 256), metavar="BITS",
+                   help="also store the engine's binary codes (64, 128 or 256 bits; the engine "
+                        "must output them: xmodal codes train) in a FAISS binary index, "
+                        "searched by Hamming distance")
+    p.add_argument("--codes-only", action="store_true",
+                   help="with --codes: no float index; float vectors only rescore candidates")
+    p.add_argument("--rescore", type=int, help="with --codes: rescore this many Hamming "
+                   "candidates with the float vectors (0: none; default: tuned to --recall)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

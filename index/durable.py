@@ -85,12 +85,15 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_faiss(path: Path, index: faiss.Index) -> None:
-    """`faiss.write_index`, synced, then read back: a short write fails here, not at load."""
+    """`faiss.write_index` (or its binary twin), synced, then read back: a short write fails
+    here, not at load."""
+    binary = isinstance(index, faiss.IndexBinary)
     with _storage(path):
-        faiss.write_index(index, str(path))
+        (faiss.write_index_binary if binary else faiss.write_index)(index, str(path))
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-        back = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        read = faiss.read_index_binary if binary else faiss.read_index
+        back = read(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         if back.ntotal != index.ntotal or back.d != index.d:
             raise StorageError(f"{path} reads back as {back.ntotal} x {back.d} vectors, "
                                f"not {index.ntotal} x {index.d}")

@@ -108,9 +108,21 @@ class Searcher:
         """Whether every segment stores reranker tokens."""
         return all(seg.tokens is not None for seg in self.segments)
 
-    def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> list[list[Hit]]:
-        """queries (n, dim) normalised -> for each, up to k hits, best first."""
+    @property
+    def code_bits(self) -> int:
+        """Bits of the binary codes every segment holds (index.codes); 0: searched by float."""
+        bits = {int(seg.info.codes.get("bits", 0)) for seg in self.segments}
+        return bits.pop() if len(bits) == 1 else 0
+
+    def search(self, queries: np.ndarray, k: int, where: Filter | None = None,
+               codes: np.ndarray | None = None) -> list[list[Hit]]:
+        """queries (n, dim) normalised -> for each, up to k hits, best first; `codes` (n,
+        bits / 8) packed: the queries' codes, searched by Hamming distance where the index
+        holds codes (rescored with the float vectors per its search parameters)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if codes is not None and codes.shape != (len(queries), self.code_bits // 8):
+            raise InputError(f"query codes must have shape ({len(queries)}, "
+                             f"{self.code_bits // 8}) for this index, got {codes.shape}")
         if queries.ndim != 2 or queries.shape[1] != self.manifest.dim:
             raise InputError(f"queries must have shape (n, {self.manifest.dim}), got {queries.shape}")
         if k < 1:
@@ -118,8 +130,8 @@ class Searcher:
         allowed = [None] * len(self.segments) if where is None else self.metadata.matching(where)
         parts = []
         for seg, dead, mine in zip(self.segments, self._dead_positions, allowed, strict=True):
-            if seg.index.ntotal and (mine is None or len(mine)):
-                scores, pos = seg.search(queries, k, mine, dead, self.use_selectors)
+            if seg.rows and (mine is None or len(mine)):
+                scores, pos = seg.search(queries, k, mine, dead, self.use_selectors, codes)
                 parts.append((scores, np.where(pos >= 0, seg.ids[np.maximum(pos, 0)], -1)))
         return self._hits(_merge(parts, len(queries), k))
 

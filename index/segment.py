@@ -24,6 +24,7 @@ import numpy as np
 
 from encoders.atomic import sha256_file
 from index import bundle
+from index.codes import CODES_FAISS, CODES_FILE, CodeLayout
 from index.durable import link_or_copy, write_text
 from index.metadata import read_all
 from index.tokens import TOKENS_FILE
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # the data files a segment may hold; a format 1 version folder holds the same ones
 DATA_FILES = (bundle.FAISS_FILE, bundle.IDS_FILE, bundle.EMBEDDINGS_FILE, TOKENS_FILE,
-              bundle.METADATA_FILE, bundle.CAPTIONS_FAISS, bundle.CAPTION_IDS_FILE)
+              bundle.METADATA_FILE, bundle.CAPTIONS_FAISS, bundle.CAPTION_IDS_FILE, CODES_FILE,
+              CODES_FAISS)
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,14 @@ class SegmentInfo:
     tokens: dict[str, Any] = field(default_factory=dict)  # shape, dtype, bytes per image
     captions: int = 0
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    # binary codes (index.codes): layout, binary factory, search params, tuning; {}: none
+    codes: dict[str, Any] = field(default_factory=dict)
 
     def encoded(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode() + b"\n"
+        data = asdict(self)
+        if not data["codes"]:  # a segment without codes keeps the name it always had
+            del data["codes"]
+        return json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ def write_segment(root: Path, contents: Contents, factory: str | None, recall: f
         return SegmentInfo(rows=fields["rows"], dim=fields["dim"], factory=fields["factory"],
                            search_params=fields["search_params"], tuning=fields["tuning"],
                            tokens=fields["tokens"], captions=fields["captions"],
-                           files={p.name: sha256_file(p) for p in sorted(folder.iterdir())})
+                           files={p.name: sha256_file(p) for p in sorted(folder.iterdir())},
+                           codes=fields.get("codes", {}))
     return _stage(root, fill)
 
 
@@ -162,9 +170,11 @@ class GatheredRows:
         return GatheredRows(self.sources, self.which[order], self.rows[order])
 
 
-def segment_contents(folder: Path, dead: np.ndarray, full_tokens: int) -> Contents:
-    """A segment's rows less the `dead` ids, as `write_contents` takes them; embeddings are
-    copied, tokens stay in their memory-mapped store until written."""
+def segment_contents(folder: Path, dead: np.ndarray, full_tokens: int,
+                     codes: dict[str, Any] | None = None) -> Contents:
+    """A segment's rows less the `dead` ids, as `write_contents` takes them; embeddings and
+    codes are copied, tokens stay in their memory-mapped store until written. `codes`: the
+    segment's `codes` entry ({} or None: it has none)."""
     ids = np.load(folder / bundle.IDS_FILE, mmap_mode="r")
     keep = np.flatnonzero(~np.isin(ids, dead))
     embeds = np.load(folder / bundle.EMBEDDINGS_FILE, mmap_mode="r")
@@ -180,8 +190,10 @@ def segment_contents(folder: Path, dead: np.ndarray, full_tokens: int) -> Conten
         caption_ids = all_ids[kept]
         caption_embeds = captions.reconstruct_n(0, captions.ntotal)[kept]
     gathered = GatheredRows([tokens], np.zeros(len(keep), np.int64), keep)
+    layout = CodeLayout.from_dict(codes or {})
+    packed = np.asarray(np.load(folder / CODES_FILE, mmap_mode="r")[keep]) if layout else None
     return Contents(np.asarray(ids[keep]), np.asarray(embeds[keep]), gathered, items,
-                    caption_ids, caption_embeds, full_tokens)
+                    caption_ids, caption_embeds, full_tokens, packed, layout)
 
 
 def merged_contents(parts: list[Contents]) -> Contents:
@@ -194,7 +206,12 @@ def merged_contents(parts: list[Contents]) -> Contents:
     tokens = GatheredRows([p.tokens.sources[0] for p in parts],
                           np.concatenate([np.full(len(p.ids), k) for k, p in enumerate(parts)]),
                           np.concatenate([p.tokens.rows for p in parts])).reordered(order)
+    layouts = {p.code_layout for p in parts}
+    if len(layouts) > 1:
+        raise ValueError(f"segments with different code layouts cannot merge: {layouts}")
+    layout = layouts.pop()
+    codes = np.concatenate([p.codes for p in parts])[order] if layout else None
     return Contents(ids[order], np.concatenate([p.embeds for p in parts])[order], tokens, items,
                     caption_ids[caption_order],
                     np.concatenate([p.caption_embeds for p in parts])[caption_order],
-                    parts[0].full_tokens)
+                    parts[0].full_tokens, codes, layout)

@@ -16,8 +16,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from encoders.codes import hamming_to_score
 from index import bundle
 from index.choose import search_params_object, set_search_params
+from index.codes import CODES_FAISS, rescore_rows, set_code_params
 from index.metadata import MetadataStore
 from index.segment import SegmentInfo
 from index.tokens import TOKENS_FILE, open_tokens
@@ -35,9 +37,18 @@ class LoadedSegment:
     def __init__(self, folder: Path, info: SegmentInfo, mmap: bool, gpu: bool) -> None:
         self.folder, self.info = folder, info
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        self.index = faiss.read_index(str(folder / bundle.FAISS_FILE), flags)
-        self.on_gpu = gpu and self._to_gpu()
-        set_search_params(self.index, info.search_params)
+        # a codes-only segment has no float index: its float vectors are only rescored
+        self.index = None
+        if (folder / bundle.FAISS_FILE).is_file():
+            self.index = faiss.read_index(str(folder / bundle.FAISS_FILE), flags)
+        self.on_gpu = self.index is not None and gpu and self._to_gpu()
+        if self.index is not None:
+            set_search_params(self.index, info.search_params)
+        self.binary, self.rescore = None, 0
+        if info.codes:
+            self.binary = faiss.read_index_binary(str(folder / CODES_FAISS), flags)
+            set_code_params(self.binary, info.codes["search_params"])
+            self.rescore = int(info.codes["search_params"].get("rescore", 0))
         self.ids = np.load(folder / bundle.IDS_FILE)  # position -> item id, ascending
         self.embeddings = np.load(folder / bundle.EMBEDDINGS_FILE, mmap_mode="r")
         tokens = folder / TOKENS_FILE
@@ -71,12 +82,22 @@ class LoadedSegment:
         pos, found = self.positions(ids)
         return pos[found]
 
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, dead: np.ndarray,
-               use_selectors: bool) -> Scored:
-        """Top `k` positions for each query among `allowed` (None: all) less `dead`."""
-        k = min(k, self.index.ntotal)
+               use_selectors: bool, codes: np.ndarray | None = None) -> Scored:
+        """Top `k` positions for each query among `allowed` (None: all) less `dead`; with
+        packed query `codes`, by the segment's binary index where it has one."""
+        k = min(k, self.rows)
         if allowed is not None and len(allowed) < EXACT_BELOW:
             return self._exact(queries, k, allowed)
+        if self.binary is not None and codes is not None:
+            return self._by_codes(queries, codes, k, allowed, dead)
+        if self.index is None:  # codes only, and a query with no code (a stored vector)
+            keep = np.setdiff1d(np.arange(self.rows), dead) if allowed is None else allowed
+            return self._exact(queries, k, keep)
         if allowed is None and not len(dead):
             return self.index.search(queries, k)
         scores, pos = self._restricted(queries, k, allowed, dead, use_selectors)
@@ -86,6 +107,39 @@ class LoadedSegment:
             # exactly rather than return fewer than k
             return self._exact(queries, k, allowed)
         return scores, pos
+
+    def _by_codes(self, queries: np.ndarray, codes: np.ndarray, k: int,
+                  allowed: np.ndarray | None, dead: np.ndarray) -> Scored:
+        """Hamming search (then float rescoring, `self.rescore` candidates) with deleted and
+        filtered-out positions dropped from the candidates; the fetch grows until enough
+        survive, or the segment ends."""
+        keep = None
+        if allowed is not None or len(dead):
+            keep = np.zeros(self.rows, bool) if allowed is not None else np.ones(self.rows, bool)
+            if allowed is not None:
+                keep[allowed] = True
+            keep[dead] = False
+        depth = max(k, self.rescore)
+        wanted = min(depth, self.rows if keep is None else int(keep.sum()))
+        fetch = depth + (0 if keep is None else self.rows - int(keep.sum()))
+        while True:
+            fetch = min(fetch, self.rows)
+            dist, pos = self.binary.search(np.ascontiguousarray(codes, np.uint8), fetch)
+            if keep is not None:
+                pos = np.where((pos >= 0) & keep[np.maximum(pos, 0)], pos, -1)
+            if (pos >= 0).sum(axis=1).min() >= wanted or fetch >= self.rows:
+                break
+            fetch *= 4
+        # the surviving candidates of each row, in Hamming order, first `depth` of them
+        cand = np.full((len(pos), depth), -1, np.int64)
+        scores = np.full((len(pos), depth), -np.inf, np.float32)
+        for i, (d, p) in enumerate(zip(dist, pos, strict=True)):
+            ok = np.flatnonzero(p >= 0)[:depth]
+            cand[i, : len(ok)] = p[ok]
+            scores[i, : len(ok)] = hamming_to_score(d[ok], self.binary.d)
+        if self.rescore:
+            return rescore_rows(queries, cand, self.embeddings, k)
+        return scores[:, :k], cand[:, :k]
 
     def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> Scored:
         scores = queries @ np.asarray(self.embeddings[allowed]).T  # (n, len(allowed))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.codes import IMAGE_CODES, pack
 from encoders.errors import InputError
 from encoders.preprocess import ImagePreprocess, load_image, preprocess
 from index.durable import write_stream, write_text
@@ -96,16 +97,19 @@ def decode_batch(plan: Plan, rows: range) -> Decoded:
     return Decoded(kept, preprocess(images, spec) if images else None, errors)
 
 
-def encode_batch(engine: Engine, plan: Plan, decoded: Decoded) -> tuple[np.ndarray, np.ndarray, int]:
+def encode_batch(engine: Engine, plan: Plan, decoded: Decoded
+                 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
     """Mapper: pixels -> (embeddings float32, tokens float16 pooled per the plan, token count
-    before pooling)."""
+    before pooling, packed codes where the engine outputs them (encoders.codes))."""
     out = engine.encode_pixels(decoded.pixels)
     tokens = out.get("image_tokens")
     if tokens is None:
         tokens = np.zeros((len(decoded.rows), 0, 0), dtype=np.float16)
     full = tokens.shape[1]
     tokens = pool_tokens(tokens, plan.token_pool).astype(np.float16)
-    return out["image_embeds"].astype(np.float32, copy=False), tokens, full
+    codes = out.get(IMAGE_CODES)
+    return (out["image_embeds"].astype(np.float32, copy=False), tokens, full,
+            None if codes is None else pack(codes))
 
 
 class ShardWriter:
@@ -118,22 +122,26 @@ class ShardWriter:
         self.tokens: list[np.ndarray] = []
         self.errors: list[tuple[int, str]] = []
         self.full_tokens = 0
+        self.codes: list[np.ndarray] = []
 
     def add(self, decoded: Decoded, embeds: np.ndarray | None, tokens: np.ndarray | None,
-            full_tokens: int = 0) -> None:
+            full_tokens: int = 0, codes: np.ndarray | None = None) -> None:
         self.rows.extend(decoded.rows)
         self.errors.extend(decoded.errors)
         if embeds is not None:
             self.embeds.append(embeds)
             self.tokens.append(tokens)
             self.full_tokens = full_tokens
+            if codes is not None:
+                self.codes.append(codes)
 
     def write(self) -> Path:
         tmp = self.path.with_name(self.path.name + ".tmp")
         write_stream(tmp, lambda handle: np.savez(
             handle, rows=np.asarray(self.rows, dtype=np.int64),
             embeds=_stack(self.embeds, np.float32), tokens=_stack(self.tokens, np.float16),
-            errors=np.asarray(json.dumps(self.errors)), full_tokens=np.asarray(self.full_tokens)))
+            errors=np.asarray(json.dumps(self.errors)), full_tokens=np.asarray(self.full_tokens),
+            codes=_stack(self.codes, np.uint8)))
         os.replace(tmp, self.path)
         return self.path
 
@@ -175,11 +183,12 @@ class Assembled:
     errors: list[tuple[int, str]]
     full_tokens: int = 0  # tokens per image before pooling
     work: Path | None = None  # the work folder the shards came from
+    codes: np.ndarray | None = None  # (n, bits / 8) packed codes; None: the engine has none
 
 
 def assemble(work: Path, plan: Plan) -> Assembled:
     """Read every shard back, in order, into one set of arrays."""
-    rows, embeds, tokens, errors, full = [], [], [], [], 0
+    rows, embeds, tokens, errors, full, codes = [], [], [], [], 0, []
     for shard in range(plan.shards):
         with np.load(shard_path(work, shard)) as data:
             full = max(full, int(data["full_tokens"]))
@@ -187,9 +196,12 @@ def assemble(work: Path, plan: Plan) -> Assembled:
                 rows.append(data["rows"])
                 embeds.append(data["embeds"])
                 tokens.append(data["tokens"])
+                if "codes" in data.files and data["codes"].ndim == 2:
+                    codes.append(data["codes"])
             errors.extend((int(r), str(m)) for r, m in json.loads(str(data["errors"])))
     if not rows:
         raise InputError(f"none of the {len(plan.records)} images could be read; first errors: "
                          f"{[m for _, m in errors[:3]]}")
+    packed = np.concatenate(codes) if len(codes) == len(rows) else None
     return Assembled(np.concatenate(rows), np.concatenate(embeds), np.concatenate(tokens), errors,
-                     full)
+                     full, codes=packed)

@@ -36,7 +36,15 @@ import numpy as np
 from encoders.engine import Engine
 from encoders.errors import InputError
 from index import bundle
-from index.build import BuildOptions, build_records, encode_captions, encode_records, finish_work
+from index.build import (
+    BuildOptions,
+    build_records,
+    coded,
+    encode_captions,
+    encode_records,
+    finish_work,
+)
+from index.codes import CodeLayout
 from index.durable import link_or_copy
 from index.errors import StaleVersionError
 from index.lock import writer_lock
@@ -125,7 +133,8 @@ def add_images(engine: Engine, root: str | Path, images: str | Path,
             cap_ids, cap_embeds = encode_captions(engine, items)
             contents = Contents(np.asarray(new_ids, np.int64), done.embeds,
                                 done.tokens.astype(np.float16), items, cap_ids, cap_embeds,
-                                done.full_tokens or base.tokens.get("full_tokens", 0))
+                                done.full_tokens or base.tokens.get("full_tokens", 0),
+                                *coded(engine, done, CodeLayout.from_dict(base.codes)))
             segments.append(write_segment(root, contents, None, _recall(base, opts)))
             segments, deleted = _merge_tiers(root, segments, deleted, base, opts)
         skipped = [(records[r].uri, m) for r, m in done.errors]
@@ -205,7 +214,7 @@ def _merge(root: Path, segments: list[SegmentRef], deleted: np.ndarray,
     if not segments:
         return [], deleted
     full = base.tokens.get("full_tokens", 0)
-    parts = [segment_contents(ref.folder, deleted, full) for ref in segments]
+    parts = [segment_contents(ref.folder, deleted, full, ref.info.codes) for ref in segments]
     merged_ids = np.concatenate([np.load(ref.folder / bundle.IDS_FILE, mmap_mode="r")
                                  for ref in segments])
     left = np.setdiff1d(deleted, merged_ids)

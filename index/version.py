@@ -64,4 +64,5 @@ def _manifest(plan: VersionPlan, deleted: np.ndarray) -> bundle.IndexManifest:
         tuning=info.tuning if info else {}, tokens=tokens,
         captions=sum(ref.info.captions for ref in plan.segments), deleted=len(deleted),
         next_id=plan.next_id, parent=plan.parent, source=plan.source,
-        skipped=len(plan.skipped), segments=[ref.entry() for ref in plan.segments])
+        skipped=len(plan.skipped), segments=[ref.entry() for ref in plan.segments],
+        codes=dict(info.codes) if info else {})

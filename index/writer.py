@@ -16,6 +16,7 @@ import numpy as np
 
 from index import bundle
 from index.choose import RECALL_K, choose_factory, exact_topk, make_index, recall_at, tune
+from index.codes import CODES_FAISS, CODES_FILE, CodeLayout, make_binary_index, tune_in_collection
 from index.durable import save_array, save_faiss, save_rows, write_text
 from index.metadata import Item, write_store
 from index.tokens import TOKENS_FILE, bytes_per_image
@@ -36,6 +37,8 @@ class Contents:
     caption_ids: np.ndarray  # (m,) item ids that have a caption
     caption_embeds: np.ndarray  # (m, dim) float32 text embeddings of those captions
     full_tokens: int = 0  # tokens per image the engine gives, before any pooling
+    codes: np.ndarray | None = None  # (n, bits / 8) uint8 packed codes, with a `code_layout`
+    code_layout: CodeLayout | None = None  # None: the segment holds no codes
 
 
 def write_contents(folder: Path, c: Contents, factory: str | None, recall_target: float,
@@ -43,13 +46,17 @@ def write_contents(folder: Path, c: Contents, factory: str | None, recall_target
     """Write a segment's data files; return the `segment.json` fields they determine. The
     FAISS index is chosen for the segment's size (`factory` None), trained and tuned."""
     n, dim = c.embeds.shape
-    fields: dict[str, Any] = {"rows": n, "dim": dim}
-    # built where it will be served, as a rule: a GPU here means a GPU-searchable type
-    chosen = factory or choose_factory(n, dim, memory_budget, gpu=faiss.get_num_gpus() > 0)
-    index = make_index(chosen, c.embeds, seed=seed)
-    tuning = _tune(index, c, recall_target, seed)
-    fields.update(factory=chosen, search_params=tuning.pop("search_params"), tuning=tuning)
-    save_faiss(folder / bundle.FAISS_FILE, index)
+    fields: dict[str, Any] = {"rows": n, "dim": dim, "factory": "", "search_params": {},
+                              "tuning": {}}
+    if c.code_layout is not None:
+        fields["codes"] = _write_codes(folder, c, recall_target, seed)
+    if c.code_layout is None or c.code_layout.float_index:
+        # built where it will be served, as a rule: a GPU here means a GPU-searchable type
+        chosen = factory or choose_factory(n, dim, memory_budget, gpu=faiss.get_num_gpus() > 0)
+        index = make_index(chosen, c.embeds, seed=seed)
+        tuning = _tune(index, c, recall_target, seed)
+        fields.update(factory=chosen, search_params=tuning.pop("search_params"), tuning=tuning)
+        save_faiss(folder / bundle.FAISS_FILE, index)
     save_array(folder / bundle.IDS_FILE, c.ids.astype(np.int64))
     save_array(folder / bundle.EMBEDDINGS_FILE, c.embeds.astype(np.float32))
     save_rows(folder / TOKENS_FILE, c.tokens, np.float16)
@@ -66,6 +73,23 @@ def write_contents(folder: Path, c: Contents, factory: str | None, recall_target
         save_faiss(folder / bundle.CAPTIONS_FAISS, captions)
         save_array(folder / bundle.CAPTION_IDS_FILE, c.caption_ids.astype(np.int64))
     return fields
+
+
+def _write_codes(folder: Path, c: Contents, target: float, seed: int) -> dict[str, Any]:
+    """The segment's packed codes and binary index, tuned; its `codes` entry in segment.json."""
+    layout = c.code_layout
+    if c.codes is None or c.codes.shape != (len(c.ids), layout.bits // 8):
+        got = None if c.codes is None else c.codes.shape
+        raise ValueError(f"{layout.bits}-bit codes of {len(c.ids)} rows must be "
+                         f"({len(c.ids)}, {layout.bits // 8}) bytes, got {got}")
+    index, factory = make_binary_index(c.codes, layout.bits, seed)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(c.ids), min(TUNING_QUERIES, len(c.ids)), replace=False))
+    tuning = tune_in_collection(index, c.codes, c.embeds, rows, layout.rescore, target)
+    save_array(folder / CODES_FILE, c.codes.astype(np.uint8))
+    save_faiss(folder / CODES_FAISS, index)
+    return {**layout.to_dict(), "factory": factory, "search_params": tuning.pop("search_params"),
+            "tuning": tuning, "bytes_per_image": layout.bits // 8}
 
 
 def _tune(index: faiss.Index, c: Contents, target: float, seed: int) -> dict[str, Any]:

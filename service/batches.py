@@ -30,6 +30,7 @@ class Lookup:
     k: int
     where: Filter | None = None
     captions: bool = False  # search the caption index (image -> text) instead of images
+    code: np.ndarray | None = None  # a vector query's packed code (a cached text's), if any
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,13 @@ Found = list[Hit] | Exception  # a lookup's hits, or the error that concerns it 
 Scored = np.ndarray | Exception  # a scoring's match probabilities, or its own error
 
 
-def search_batch(searcher: Searcher, vectors: np.ndarray, lookups: Sequence[Lookup]) -> list[Found]:
-    """Search a batch of query vectors; unfiltered image searches share one FAISS call."""
+def search_batch(searcher: Searcher, vectors: np.ndarray, lookups: Sequence[Lookup],
+                 codes: np.ndarray | None = None) -> list[Found]:
+    """Search a batch of query vectors (with their packed `codes` where the index is searched
+    by codes); unfiltered image searches share one FAISS call."""
+    def coded(rows: list[int] | slice) -> np.ndarray | None:
+        return None if codes is None else codes[rows]
+
     found: list[Found] = [[] for _ in lookups]
     shared = [i for i, lk in enumerate(lookups)
               if lk.where is None and not lk.captions and lk.k <= SHARED_MAX_K]
@@ -56,14 +62,16 @@ def search_batch(searcher: Searcher, vectors: np.ndarray, lookups: Sequence[Look
         # the largest k serves all: exact and IVF results are prefixes of longer ones, and a
         # refine step only gets a longer candidate list
         k = max(lookups[i].k for i in shared)
-        for i, hits in zip(shared, searcher.search(vectors[shared], k), strict=True):
+        for i, hits in zip(shared, searcher.search(vectors[shared], k, codes=coded(shared)),
+                           strict=True):
             found[i] = hits[: lookups[i].k]
     for i, lk in enumerate(lookups):
         try:
             if lk.captions:
                 found[i] = searcher.search_captions(vectors[i : i + 1], lk.k)[0]
             elif lk.where is not None or lk.k > SHARED_MAX_K:
-                found[i] = searcher.search(vectors[i : i + 1], lk.k, lk.where)[0]
+                found[i] = searcher.search(vectors[i : i + 1], lk.k, lk.where,
+                                           codes=coded(slice(i, i + 1)))[0]
         except (InputError, IndexBundleError) as exc:
             found[i] = exc
     return found

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from encoders.codes import IMAGE_CODES, TEXT_CODES, pack
 from encoders.engine import Engine, OnnxEngine
 from encoders.errors import InputError
 from index.errors import IndexBundleError
@@ -44,6 +45,14 @@ Against = Literal["stored images", "captions", "uploaded images"] | None
 
 def _key(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _codes_info(codes: dict[str, Any]) -> dict[str, Any]:
+    """The index's codes for `GET /v1/index`: its settings and measured recall, no curve."""
+    if not codes:
+        return {}
+    tuning = {k: v for k, v in codes.get("tuning", {}).items() if k != "curve"}
+    return {**{k: v for k, v in codes.items() if k != "tuning"}, "tuning": tuning}
 
 
 class QueryService:
@@ -149,19 +158,21 @@ class QueryService:
         flight runs them on the event loop (see MicroBatcher).
         """
         batcher: MicroBatcher = self._vectors
+        code = None
         if isinstance(query, str):
             cached = self._cached("embedding", self._embedding_key(query))
             if cached is None:
                 batcher = self._texts
             else:
-                query = np.frombuffer(cached, np.float32)
+                query, code = self._from_cache(cached)
         elif isinstance(query, Image.Image):
             batcher = self._images
         if batcher is self._vectors and query.shape != (self.dim,):
             # checked here, in its own request: in a batch it would fail every query there
             raise InputError(f"a query vector has {self.dim} numbers; this one has shape "
                              f"{query.shape}")
-        hits = await batcher.submit(Lookup(query, k, where, captions))
+        hits = await batcher.submit(Lookup(query, k, where, captions,
+                                           code if batcher is self._vectors else None))
         if isinstance(hits, IndexBundleError) and captions:
             raise NoCaptionIndex(f"image -> text search is not available: {hits}") from hits
         if isinstance(hits, Exception):
@@ -289,6 +300,7 @@ class QueryService:
             created=manifest.created, count=manifest.count, deleted=manifest.deleted,
             dim=manifest.dim, factory=manifest.factory, search_params=manifest.search_params,
             tuning=manifest.tuning, tokens=manifest.tokens, captions=manifest.captions,
+            codes=_codes_info(manifest.codes),
         )
 
     def readiness(self) -> Readiness:
@@ -296,26 +308,53 @@ class QueryService:
                          index_version=self.index_version, count=self.count,
                          rerank=self.can_rerank)
 
+    @property
+    def _by_codes(self) -> bool:
+        """Whether queries are searched by their binary codes (the index holds them)."""
+        return bool(self.searcher.code_bits)
+
     def _find_texts(self, lookups: Sequence[Lookup]) -> list[Found]:
         with self.metrics.stage("encode"):
-            vectors = self.engine.encode_texts([lk.query for lk in lookups])
+            if self._by_codes:
+                out = self.engine.encode_text_outputs([lk.query for lk in lookups])
+                vectors, codes = out["text_embeds"], pack(out[TEXT_CODES])
+            else:
+                vectors, codes = self.engine.encode_texts([lk.query for lk in lookups]), None
         if self.cache is not None:
-            for lookup, vector in zip(lookups, vectors, strict=True):
+            for i, lookup in enumerate(lookups):
+                # the code travels with the vector: a cached text is searched as a fresh one
+                value = vectors[i].astype(np.float32).tobytes()
                 self.cache.set(self._embedding_key(lookup.query),
-                               vector.astype(np.float32).tobytes())
-        return self._search(vectors, lookups)
+                               value + (codes[i].tobytes() if codes is not None else b""))
+        return self._search(vectors, lookups, codes)
+
+    def _from_cache(self, cached: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+        """A cached text embedding and, after it, its packed code where it was stored."""
+        width = 4 * self.dim
+        code = np.frombuffer(cached[width:], np.uint8)[None, :] if len(cached) > width else None
+        return np.frombuffer(cached[:width], np.float32), code
 
     def _find_images(self, lookups: Sequence[Lookup]) -> list[Found]:
         with self.metrics.stage("encode"):
-            vectors = self.engine.encode_images([lk.query for lk in lookups])
-        return self._search(vectors, lookups)
+            if self._by_codes:
+                out = self.engine.encode_pixels(self.engine.pixels([lk.query for lk in lookups]))
+                vectors, codes = out["image_embeds"], pack(out[IMAGE_CODES])
+            else:
+                vectors, codes = self.engine.encode_images([lk.query for lk in lookups]), None
+        return self._search(vectors, lookups, codes)
 
     def _find_vectors(self, lookups: Sequence[Lookup]) -> list[Found]:
-        return self._search(np.stack([lk.query for lk in lookups]), lookups)
+        codes = None
+        if self._by_codes and all(lk.code is not None for lk in lookups):
+            codes = np.concatenate([lk.code for lk in lookups])
+        # a batch with a vector of no code (a stored image's, an embedding_input) is searched
+        # by float vectors, which every index can do
+        return self._search(np.stack([lk.query for lk in lookups]), lookups, codes)
 
-    def _search(self, vectors: np.ndarray, lookups: Sequence[Lookup]) -> list[Found]:
+    def _search(self, vectors: np.ndarray, lookups: Sequence[Lookup],
+                codes: np.ndarray | None = None) -> list[Found]:
         with self.metrics.stage("search"):
-            return search_batch(self.searcher, vectors, lookups)
+            return search_batch(self.searcher, vectors, lookups, codes)
 
     def _score(self, scorings: Sequence[Scoring]) -> list[Scored]:
         with self.metrics.stage("rerank"):

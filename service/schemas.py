@@ -160,6 +160,12 @@ class IndexInfo(BaseModel):
     tuning: dict[str, Any]
     tokens: dict[str, Any]
     captions: int
+    codes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="binary codes queries are searched by (Hamming distance, then float "
+                    "rescoring of `search_params.rescore` candidates): bits, whether a float "
+                    "index is kept beside them, binary factory, search parameters, measured "
+                    "recall; empty: searched by float vectors")
 
 
 # versions a root keeps after a change: the served one, its parent (a rollback) and one more

@@ -72,6 +72,9 @@ class NumpyEngine:
                  for text in texts]
         return _unit(np.asarray([np.mean(words, axis=0) for words in named], np.float32))
 
+    def encode_text_outputs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return {"text_embeds": self.encode_texts(texts)}
+
     def score(self, image_tokens: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         if image_tokens.ndim != 3 or image_tokens.shape[0] != len(texts):
             raise InputError(f"image_tokens must have shape ({len(texts)}, tokens, width)")

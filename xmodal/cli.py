@@ -15,6 +15,7 @@ from encoders import cli as encoders_cli
 from index import cli as index_cli
 from service import cli as service_cli
 from training import cli as training_cli
+from training import codes_cli
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmodal", description="Cross-modal retrieval.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (training_cli, encoders_cli, index_cli, service_cli, bench_cli):
+    for module in (training_cli, codes_cli, encoders_cli, index_cli, service_cli, bench_cli):
         module.register(sub)
     p = sub.add_parser("demo", help="prepare the demo gallery, model and index, then serve")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
