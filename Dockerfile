@@ -8,6 +8,10 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
+# Every pip run reads its package index from PyPI, or from a pip configuration handed in as the
+# build secret `pip.conf` (`--secret id=pip.conf,src=...`): a mirror or a local wheel folder,
+# with no trace of it left in an image.
+
 # The project as one wheel, built once; each target installs it with its own extras from a
 # bind mount, so no image keeps a copy of it.
 FROM ${PYTHON_IMAGE} AS wheel
@@ -19,7 +23,8 @@ COPY service ./service
 COPY training ./training
 COPY bench ./bench
 COPY xmodal ./xmodal
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # Training and the distributed index build; KubeRay runs its head and workers from this image.
 FROM ${PYTHON_IMAGE} AS train
@@ -31,12 +36,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends wget fonts-symbola \
     && rm -rf /var/lib/apt/lists/*
 # The CPU wheel index too: its torch 2.13.0+cpu outranks PyPI's 2.13.0, which pulls the CUDA
-# libraries (gigabytes) with it.
+# libraries (gigabytes) with it. Set TORCH_INDEX_URL empty where the pip configuration already
+# offers torch 2.13.0+cpu.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Versions are bounded by the project's extras; open_clip_torch (OpenCLIP folders) comes without
 # its dependencies, as in the Makefile: the extras hold what it imports.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         "$(echo /wheels/xmodal-*.whl)[serve,train,distributed]" \
     && pip install --no-cache-dir --no-deps "open_clip_torch==3.3.0" \
     && groupadd --system --gid 10001 xmodal \
@@ -61,6 +69,7 @@ RUN apt-get update \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     pip install --no-cache-dir "$(echo /wheels/xmodal-*.whl)[serve,gpu]" \
     && pip freeze | grep -E '^(onnxruntime-gpu|faiss-gpu-cu12)==' > /tmp/gpu.txt \
     && pip uninstall -y onnxruntime faiss-cpu \
@@ -79,6 +88,7 @@ CMD ["xmodal", "serve"]
 FROM ${PYTHON_IMAGE} AS serve-venv
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir \
         "$(echo /wheels/xmodal-*.whl)[serve]"

@@ -62,8 +62,9 @@ $(VENV)/.installed-test-%: $(VENV)/bin/python
 
 # Debian packages, installed when missing, in one apt run. Training the default model draws
 # Symbola's monochrome emoji (fonts-symbola); the tests also use redis-server (they start their
-# own), chromium (the search page, driven by Playwright) and the Noto colour emoji font (the
-# cross-style emoji set is rendered from it).
+# own), chromium (the search page, driven by Playwright), the Noto colour emoji font (the
+# cross-style emoji set is rendered from it), and podman, debootstrap and iproute2 (the images
+# are built on a base made offline and booted: tests/deploy/podman.py).
 NOTO_EMOJI := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 SYMBOLA := /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf
 fonts:
@@ -75,6 +76,9 @@ system-packages:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	test -f $(NOTO_EMOJI) || missing="$$missing fonts-noto-color-emoji"; \
 	test -f $(SYMBOLA) || missing="$$missing fonts-symbola"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
 apt-install:

@@ -32,7 +32,8 @@ def test_gpu_and_train_targets_install_their_extras() -> None:
     assert {"serve", "gpu"} <= NAMED["gpu"].pip_extras()
     assert {"train", "distributed"} <= NAMED["train"].pip_extras()
     # the pinned torch from the CPU wheel index: PyPI's would bring the CUDA libraries
-    assert any("download.pytorch.org/whl/cpu" in run for run in NAMED["train"].args("RUN"))
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in NAMED["train"].args("ARG")
+    assert any("$TORCH_INDEX_URL" in run for run in NAMED["train"].args("RUN"))
 
 
 def test_documented_targets_exist() -> None:
