@@ -11,7 +11,7 @@ OPEN_CLIP := open_clip_torch==3.3.0
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test fuzz quality bench-serve system-packages fonts apt-install clean
+.PHONY: run test test-train-image fuzz quality bench-serve system-packages fonts apt-install clean
 
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
 # trains it on cached features of pretrained towers (minutes on 2 cores), later runs load what
@@ -37,6 +37,10 @@ bench-serve: $(call STAMP,test)
 
 test: $(call STAMP,test) system-packages
 	$(BIN)/python -m pytest
+
+# The train image built and run in a chroot (~13 min; left out of `make test` for its time).
+test-train-image: $(call STAMP,test) system-packages
+	$(BIN)/python -m pytest -m container_train tests/deploy
 
 # A longer API fuzzing run than the test suite's (examples per operation).
 fuzz: $(call STAMP,test)

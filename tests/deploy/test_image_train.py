@@ -15,7 +15,7 @@ import pytest
 from tests.deploy import podman
 from tests.deploy.dockerfile import ROOT
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.container, pytest.mark.container_train, pytest.mark.timeout(2400)]
 
 TORCH_PIN_RE = re.compile(r'"torch==([\w.]+)"')
 STEPS = 3
