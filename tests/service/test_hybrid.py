@@ -5,7 +5,6 @@ filters apply to all three, and every result is scored by the dual encoder."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
