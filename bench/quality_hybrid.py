@@ -6,7 +6,8 @@ aliases and short names): every emoji with at least three distinct names is inde
 CLDR name as the caption (as the demo gallery is) and its first alias as a user field `tag`.
 For a fixed-seed sample of them, two queries each: the tag itself (a literal tag, the word a
 user types when they know what they filed an image under) and the second alias, which is
-stored nowhere in the index (a name the user remembers, not the one filed). A query finds its
+stored nowhere in the index as a whole (a name the user remembers, not the one filed; its
+words are often in the caption or tag: "grinning" in "grinning face"). A query finds its
 own emoji, and Recall@K counts it in the first K.
 """
 
@@ -88,7 +89,7 @@ def hybrid_rows(engine: OnnxEngine, workdir: Path) -> tuple[list[str], dict]:
         (f"The demo gallery indexed with each emoji's CLDR name as its caption and its first alias "
          f"as a user field `tag`; {len(sample)} emoji with at least three names sampled (seed "
          f"{SEED}), each queried by its tag (a literal tag) and by its second alias, stored "
-         "nowhere in the index. Keyword: BM25 over captions and string fields (SQLite FTS5); "
+         "nowhere in the index as a whole (its words often are). Keyword: BM25 over captions and string fields (SQLite FTS5); "
          f"hybrid: reciprocal rank fusion of both lists, {FUSION_DEPTH} deep, k = {RRF_K}. The "
          "model trained on every name of these emoji (the gallery is its training set). "
          "Recall in %; no rerank."), "",
