@@ -76,16 +76,17 @@ class TextTokenizer:
         return ids, mask
 
 
-def train_word_tokenizer(corpus: Iterable[str], max_length: int) -> TextTokenizer:
+def train_word_tokenizer(corpus: Iterable[str], max_length: int, mask: bool = False) -> TextTokenizer:
     """A lower-cased word-level tokenizer over a caption corpus, prefixing [CLS] to every text;
-    [MASK] is in its vocabulary for masked language modelling.
+    with `mask`, [MASK] joins the special tokens, for masked language modelling (left out
+    otherwise, so the vocabulary of models trained without MLM stays as it was).
 
     Used for small models trained from scratch; pretrained text towers bring their own file.
     """
     tok = Tokenizer(WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(corpus, WordLevelTrainer(special_tokens=[PAD, UNK, CLS, MASK]))
+    tok.train_from_iterator(corpus, WordLevelTrainer(special_tokens=[PAD, UNK, CLS] + ([MASK] if mask else [])))
     tok.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))]
     )

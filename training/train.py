@@ -147,9 +147,9 @@ def _native(cfg: TrainConfig) -> _Built:
     data = load_sources(cfg.data, cfg.train_size, cfg.seed, cfg.render_size, spec)
     val = load_sources(cfg.data.split(",")[0], VAL_SIZE, cfg.seed, cfg.render_size, spec,
                        split="val") if cfg.eval_every else None
-    tokenizer, model_cfg = tokenizer_for_data(model_cfg, data, val)
-    model = build_model(model_cfg).train()
     wanted = parse_objectives(cfg.objectives)
+    tokenizer, model_cfg = tokenizer_for_data(model_cfg, data, val, mask="mlm" in wanted)
+    model = build_model(model_cfg).train()
     mlm = mlm_spec(model, tokenizer) if "mlm" in wanted else None
     info = {"data": data.names, "steps": cfg.steps, "batch_size": cfg.batch_size,
             "objectives": ["itc"] + (["itm"] if hasattr(model, "itm_logits") and "itm" in wanted else [])

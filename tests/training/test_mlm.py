@@ -69,7 +69,8 @@ def test_the_fusion_model_predicts_words_from_the_image_too() -> None:
     cfg = load_config("tiny-albef")
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    tokenizer = train_word_tokenizer(["a red circle left of a blue square"], cfg.text.context_length)
+    tokenizer = train_word_tokenizer(["a red circle left of a blue square"], cfg.text.context_length,
+                                     mask=True)
     ids, mask = (torch.from_numpy(a) for a in tokenizer.encode(["a [MASK] circle"]))
     image = model.image_tokens(torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size))
     logits = model.mlm_logits(image, ids.repeat(2, 1), mask.repeat(2, 1))
@@ -84,14 +85,18 @@ def _log(folder: Path) -> list[dict]:
 
 def test_mlm_trains_beside_itc_and_itm_on_the_same_batches(tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path / "plain"), *TINY]) == 0
-    assert main(["--out", str(tmp_path / "mlm"), *TINY, "--objectives", "itc,itm,mlm"]) == 0
-    plain, mlm = _log(tmp_path / "plain"), _log(tmp_path / "mlm")
-    assert all("mlm" in r for r in mlm) and not any("mlm" in r for r in plain)
-    # the first step's batch, negatives and model are the same; the MLM gradient then differs
-    assert (mlm[0]["itc"], mlm[0]["itm"]) == (plain[0]["itc"], plain[0]["itm"])
-    assert mlm[1]["itc"] != plain[1]["itc"]
-    info = load_checkpoint(tmp_path / "mlm").info
-    assert info["objectives"] == ["itc", "itm", "mlm"]
+    assert not any("mlm" in r for r in _log(tmp_path / "plain"))
+    # weight 0: the same vocabulary ([MASK] in it), so the same initial weights, and no MLM
+    # gradient; its first step's batch and negatives are the weighted run's
+    mlm = ["--objectives", "itc,itm,mlm"]
+    assert main(["--out", str(tmp_path / "zero"), *TINY, *mlm, "--mlm-weight", "0"]) == 0
+    assert main(["--out", str(tmp_path / "mlm"), *TINY, *mlm]) == 0
+    zero, weighted = _log(tmp_path / "zero"), _log(tmp_path / "mlm")
+    assert all("mlm" in r for r in weighted)
+    assert (weighted[0]["itc"], weighted[0]["itm"], weighted[0]["mlm"]) == \
+        (zero[0]["itc"], zero[0]["itm"], zero[0]["mlm"])
+    assert weighted[1]["itc"] != zero[1]["itc"]  # the MLM gradient moved the model
+    assert load_checkpoint(tmp_path / "mlm").info["objectives"] == ["itc", "itm", "mlm"]
 
 
 def test_a_killed_mlm_run_with_distillation_resumes_exactly(tmp_path: Path) -> None:
@@ -103,6 +108,12 @@ def test_a_killed_mlm_run_with_distillation_resumes_exactly(tmp_path: Path) -> N
     assert _log(tmp_path / "killed") == _log(tmp_path / "clean")
     clean, resumed = load_file(str(tmp_path / "clean" / WEIGHTS)), load_file(str(tmp_path / "killed" / WEIGHTS))
     assert all(clean[name].equal(resumed[name]) for name in clean)
+
+
+def test_only_an_mlm_run_adds_mask_to_the_vocabulary() -> None:
+    corpus = ["a red circle", "a blue square"]
+    assert train_word_tokenizer(corpus, 8).mask_id is None
+    assert train_word_tokenizer(corpus, 8, mask=True).mask_id == 3
 
 
 @pytest.mark.parametrize(("argv", "problem"), [
