@@ -5,7 +5,8 @@ Sets (bench.quality_sets): the Twemoji gallery (trained on), Twemoji concepts he
 training (measured on a model trained by the same preset without them, made here if missing),
 Twemoji -> Noto (a style never trained on), the compositional test split (held-out bindings
 and triples), scikit-image's sample photos; then the ITM head's calibration on held-out pairs
-and the engine's speed. Every split is checked against the engine's training provenance first
+and the engine's speed; then the MLM ablation (bench.quality_mlm) and vector / keyword /
+hybrid search on literal-tag queries (bench.quality_hybrid). Every split is checked against the engine's training provenance first
 (training.leaks): a leaking split stops the report. Every figure is computed here.
 """
 
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import quality_sets as sets
+from bench.quality_hybrid import hybrid_rows
+from bench.quality_mlm import mlm_rows
 from encoders.engine import OnnxEngine
 from encoders.preprocess import load_image
 from training.calibration import plot_reliability, reliability
@@ -215,6 +218,7 @@ def main(engine_dir: Path, out: Path, workdir: Path, k: int = 16, cache: Path | 
               (("compositional test split", comp_set), ("Twemoji -> Noto", noto_set))}
     plot_reliability(curves, out.with_name("quality-reliability.png"), "ITM match probability, held-out pairs")
     speed = _speed(engine)
+    ablations = [*mlm_rows(workdir, k)[0], *hybrid_rows(engine, workdir)[0]]
 
     goals = _goals(gallery, concepts, noto, comp, (photo_right, len(photo_set.texts)), curves, speed)
     calibration = engine.manifest.training.get("calibration", {})
@@ -252,6 +256,7 @@ def main(engine_dir: Path, out: Path, workdir: Path, k: int = 16, cache: Path | 
         "## Engine speed", "",
         (f"ONNX Runtime, batch 32, best of 5 rounds, this machine: image tower {speed['images_per_s']:.0f} "
          f"images/s, text tower {speed['texts_per_s']:.0f} texts/s."), "",
+        *ablations,
         f"Raw figures and recall-vs-depth plots: `{workdir}/*.json`, `{workdir}/*_recall_vs_k.png`.",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,10 @@ A ViT image tower and a text encoder give the unimodal embeddings used for retri
 Then `fusion_layers` multimodal blocks run over the text tokens: self-attention under the
 padding mask, cross-attention from text to the ViT's tokens (projected from the vision width
 to the text width, as ALBEF does), feed-forward. The [CLS] output of the last multimodal
-block feeds the ITM head.
+block feeds the ITM head. The same blocks give every text position its image-conditioned state
+for masked language modelling (MLM, ALBEF's third objective), decoded to the vocabulary
+through the token embedding (tied weights, as BERT's decoder), so MLM adds no parameters and
+changes nothing exported.
 
 The reranker role takes the ViT tokens the image role exported (the index stores them) and
 re-runs the text encoder on the ids inside its own graph.
@@ -72,15 +75,28 @@ class FusionModel(TowerEncoders, nn.Module):
         _, tokens = self.visual(pixels)
         return tokens
 
-    def itm_logits(
-        self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """ViT tokens (b, n, vision.width) and a text (b, t) -> match logits (b, 2)."""
+    def fused(self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ViT tokens (b, n, vision.width) and a text (b, t) -> fused text states (b, t, text.width)."""
         _, x = self.text(ids, mask)  # (b, t, text.width)
         bias = padding_bias(mask)  # (b, 1, 1, t)
         for block in self.fusion:
             x = block(x, image_tokens, bias)
-        return self.itm_head(self.ln_fusion(x)[:, 0])  # pooled at [CLS]
+        return self.ln_fusion(x)
+
+    def itm_logits(
+        self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """ViT tokens (b, n, vision.width) and a text (b, t) -> match logits (b, 2)."""
+        return self.itm_head(self.fused(image_tokens, ids, mask)[:, 0])  # pooled at [CLS]
+
+    def mlm_logits(
+        self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """ViT tokens and a (masked) text (b, t) -> vocabulary logits at every position (b, t, vocab)."""
+        # scaled as attention scores are: unit-variance states against N(0, 1) embeddings
+        # would start the loss near sqrt(width) nats above chance and swamp the other objectives
+        weight = self.text.token_embed.weight  # (vocab, text.width)
+        return self.fused(image_tokens, ids, mask) @ weight.t() / math.sqrt(weight.shape[1])
 
     def score(
         self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor

@@ -16,7 +16,7 @@ from tokenizers.trainers import WordLevelTrainer
 
 from encoders.errors import InputError
 
-PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
+PAD, UNK, CLS, MASK = "[PAD]", "[UNK]", "[CLS]", "[MASK]"
 # `encode_batch` hands the texts to a thread pool: below this many it takes 2-3x the time and
 # CPU of encoding them one by one (16 emoji names: 590 us against 225 us on 2 cores), and its
 # idle threads take CPU from the server's event loop. Query batches are far below it.
@@ -46,6 +46,17 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    @property
+    def mask_id(self) -> int | None:
+        """The id of [MASK] (what masked language modelling puts in place of a word), if any."""
+        return self._tok.token_to_id(MASK)
+
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids of the special tokens ([PAD], [CLS], ...): never masked, never drawn as words."""
+        return sorted(i for i, added in self._tok.get_added_tokens_decoder().items()
+                      if added.special)
+
     def save(self, path: str | Path) -> None:
         self._tok.save(str(path))
 
@@ -65,15 +76,17 @@ class TextTokenizer:
         return ids, mask
 
 
-def train_word_tokenizer(corpus: Iterable[str], max_length: int) -> TextTokenizer:
-    """A lower-cased word-level tokenizer over a caption corpus, prefixing [CLS] to every text.
+def train_word_tokenizer(corpus: Iterable[str], max_length: int, mask: bool = False) -> TextTokenizer:
+    """A lower-cased word-level tokenizer over a caption corpus, prefixing [CLS] to every text;
+    with `mask`, [MASK] joins the special tokens, for masked language modelling (left out
+    otherwise, so the vocabulary of models trained without MLM stays as it was).
 
     Used for small models trained from scratch; pretrained text towers bring their own file.
     """
     tok = Tokenizer(WordLevel(unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(corpus, WordLevelTrainer(special_tokens=[PAD, UNK, CLS]))
+    tok.train_from_iterator(corpus, WordLevelTrainer(special_tokens=[PAD, UNK, CLS] + ([MASK] if mask else [])))
     tok.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))]
     )

@@ -19,6 +19,7 @@ import numpy as np
 from encoders.errors import InputError
 from index import bundle
 from index.errors import EngineMismatchError
+from index.keywords import VersionKeywords
 from index.metadata import Filter, Item
 from index.segment import version_segments
 from index.segment_search import LoadedSegment, Scored
@@ -87,6 +88,9 @@ class Searcher:
         self.deleted = np.load(deleted) if deleted.is_file() else np.zeros(0, np.int64)
         self._dead_positions = [seg.present(self.deleted) for seg in self.segments]
         self.metadata = Metadata(self.segments, self.deleted)
+        self.keywords = VersionKeywords([(seg.folder, len(dead)) for seg, dead in
+                                         zip(self.segments, self._dead_positions, strict=True)],
+                                        self.deleted, bundle.METADATA_FILE)
         self._dead = self.metadata.dead
         self.on_gpu = any(seg.on_gpu for seg in self.segments)
         # GPU FAISS takes no id selectors: over-fetch and filter there (settable, so the
@@ -134,6 +138,13 @@ class Searcher:
                 scores, pos = seg.search(queries, k, mine, dead, self.use_selectors, codes)
                 parts.append((scores, np.where(pos >= 0, seg.ids[np.maximum(pos, 0)], -1)))
         return self._hits(_merge(parts, len(queries), k))
+
+    def search_keywords(self, text: str, k: int, where: Filter | None = None) -> list[Hit]:
+        """The k items whose caption and string fields best match the words of `text` (BM25,
+        `index.keywords`), best first; their scores are BM25's."""
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        return self._hits(self.keywords.search(text, k, where))[0]
 
     def search_captions(self, image_queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Image -> text: for each image embedding, the k items whose caption matches best."""
@@ -189,6 +200,7 @@ class Searcher:
 
     def close(self) -> None:
         self.metadata.close()
+        self.keywords.close()
 
     def _hits(self, scored: Scored) -> list[list[Hit]]:
         scores, ids = scored

@@ -26,6 +26,7 @@ from encoders.atomic import sha256_file
 from index import bundle
 from index.codes import CODES_FAISS, CODES_FILE, CodeLayout
 from index.durable import link_or_copy, write_text
+from index.keywords import KEYWORDS_FILE
 from index.metadata import read_all
 from index.tokens import TOKENS_FILE
 from index.writer import Contents, write_contents
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 
 # the data files a segment may hold; a format 1 version folder holds the same ones
 DATA_FILES = (bundle.FAISS_FILE, bundle.IDS_FILE, bundle.EMBEDDINGS_FILE, TOKENS_FILE,
-              bundle.METADATA_FILE, bundle.CAPTIONS_FAISS, bundle.CAPTION_IDS_FILE, CODES_FILE,
-              CODES_FAISS)
+              bundle.METADATA_FILE, KEYWORDS_FILE, bundle.CAPTIONS_FAISS, bundle.CAPTION_IDS_FILE,
+              CODES_FILE, CODES_FAISS)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Writing the files of one index segment from arrays: FAISS index (chosen and tuned), ids,
-embeddings, image tokens, metadata, caption index. Build, add and merge all end here, and
+embeddings, image tokens, metadata, keyword index, caption index. Build, add and merge all end here, and
 every file goes through `index.durable`, so a failed write raises instead of publishing.
 """
 
@@ -18,6 +18,7 @@ from index import bundle
 from index.choose import RECALL_K, choose_factory, exact_topk, make_index, recall_at, tune
 from index.codes import CODES_FAISS, CODES_FILE, CodeLayout, make_binary_index, tune_in_collection
 from index.durable import save_array, save_faiss, save_rows, write_text
+from index.keywords import KEYWORDS_FILE, write_keywords
 from index.metadata import Item, write_store
 from index.tokens import TOKENS_FILE, bytes_per_image
 
@@ -64,6 +65,7 @@ def write_contents(folder: Path, c: Contents, factory: str | None, recall_target
                         "bytes_per_image": bytes_per_image(c.tokens),
                         "full_tokens": c.full_tokens or int(c.tokens.shape[1])}
     write_store(folder / bundle.METADATA_FILE, c.items)
+    write_keywords(folder / KEYWORDS_FILE, c.items)
     fields["captions"] = len(c.caption_ids)
     if len(c.caption_ids):
         # captions are few per image and short queries hit them rarely: exact search is

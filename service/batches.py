@@ -19,7 +19,8 @@ from encoders.errors import InputError
 from index.errors import IndexBundleError
 from index.metadata import Filter
 from index.search import Hit, Searcher
-from service.schemas import MAX_K
+from service.hybrid import ranked_search
+from service.schemas import MAX_K, SearchMode
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Lookup:
     where: Filter | None = None
     captions: bool = False  # search the caption index (image -> text) instead of images
     code: np.ndarray | None = None  # a vector query's packed code (a cached text's), if any
+    mode: SearchMode = SearchMode.vector  # keyword and hybrid: a text query's words too
+    text: str = ""  # the query text, for keyword and hybrid modes
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,13 @@ Scored = np.ndarray | Exception  # a scoring's match probabilities, or its own e
 def search_batch(searcher: Searcher, vectors: np.ndarray, lookups: Sequence[Lookup],
                  codes: np.ndarray | None = None) -> list[Found]:
     """Search a batch of query vectors (with their packed `codes` where the index is searched
-    by codes); unfiltered image searches share one FAISS call."""
+    by codes); unfiltered vector searches share one FAISS call."""
     def coded(rows: list[int] | slice) -> np.ndarray | None:
         return None if codes is None else codes[rows]
 
     found: list[Found] = [[] for _ in lookups]
-    shared = [i for i, lk in enumerate(lookups)
-              if lk.where is None and not lk.captions and lk.k <= SHARED_MAX_K]
+    shared = [i for i, lk in enumerate(lookups) if lk.where is None and not lk.captions
+              and lk.k <= SHARED_MAX_K and lk.mode is SearchMode.vector]
     if shared:
         # the largest k serves all: exact and IVF results are prefixes of longer ones, and a
         # refine step only gets a longer candidate list
@@ -69,6 +72,8 @@ def search_batch(searcher: Searcher, vectors: np.ndarray, lookups: Sequence[Look
         try:
             if lk.captions:
                 found[i] = searcher.search_captions(vectors[i : i + 1], lk.k)[0]
+            elif lk.mode is not SearchMode.vector:
+                found[i] = ranked_search(searcher, vectors[i], lk.text, lk.mode, lk.k, lk.where)
             elif lk.where is not None or lk.k > SHARED_MAX_K:
                 found[i] = searcher.search(vectors[i : i + 1], lk.k, lk.where,
                                            codes=coded(slice(i, i + 1)))[0]

@@ -35,7 +35,14 @@ from service.dedup import deduplicate
 from service.errors import InvalidQuery, NoCaptionIndex, NotFound
 from service.metrics import Metrics
 from service.results import fetch_count, rank, search_body, to_filter
-from service.schemas import IndexInfo, Readiness, RerankResult, SearchOptions, Target
+from service.schemas import (
+    IndexInfo,
+    Readiness,
+    RerankResult,
+    SearchMode,
+    SearchOptions,
+    Target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +133,12 @@ class QueryService:
         return self.engine.dim
 
     async def search(self, query: str | Image.Image, options: SearchOptions,
-                     target: Target = Target.image) -> bytes:
+                     target: Target = Target.image,
+                     mode: SearchMode = SearchMode.vector) -> bytes:
         """The `SearchResponse` body for a text (-> images) or an image (-> images, or with
         target text -> the items whose captions match it best): found, reranked when asked,
-        cut off and shaped. Text responses are cached whole."""
+        cut off and shaped. Text responses are cached whole. `mode`: how a text finds its
+        images (service.hybrid); an image query is vector search only."""
         key = self._response_key(query, options)
         cached = self._cached("response", key)
         if cached is not None:
@@ -137,7 +146,8 @@ class QueryService:
         captions = target is Target.text
         if captions and options.filter is not None:
             raise InvalidQuery("filter applies to image results, not to caption search")
-        hits = await self.find(query, fetch_count(options), to_filter(options.filter), captions)
+        hits = await self.find(query, fetch_count(options), to_filter(options.filter), captions,
+                               mode=mode)
         probabilities = None
         if options.rerank:
             head = hits[: options.rerank_k]
@@ -149,9 +159,11 @@ class QueryService:
 
     async def find(self, query: str | Image.Image | np.ndarray, k: int,
                    where: Filter | None = None, captions: bool = False,
-                   dedup: float | None = None) -> list[Hit]:
+                   dedup: float | None = None,
+                   mode: SearchMode = SearchMode.vector) -> list[Hit]:
         """The k best items (or captions) for a text, an image or a query vector; `dedup`:
-        drop near duplicates, results whose image vectors are at least this similar.
+        drop near duplicates, results whose image vectors are at least this similar; `mode`:
+        for a text, vector, keyword or hybrid search (service.hybrid).
 
         Encoding and search run together, in one call per batch: concurrent queries share
         the engine call and the FAISS call, in the batcher's worker thread; a query alone in
@@ -159,6 +171,9 @@ class QueryService:
         """
         batcher: MicroBatcher = self._vectors
         code = None
+        if mode is not SearchMode.vector and not isinstance(query, str):
+            raise InvalidQuery(f"{mode.value} search needs a query text")
+        text = query if isinstance(query, str) else ""
         if isinstance(query, str):
             cached = self._cached("embedding", self._embedding_key(query))
             if cached is None:
@@ -172,9 +187,11 @@ class QueryService:
             raise InputError(f"a query vector has {self.dim} numbers; this one has shape "
                              f"{query.shape}")
         hits = await batcher.submit(Lookup(query, k, where, captions,
-                                           code if batcher is self._vectors else None))
+                                           code if batcher is self._vectors else None, mode, text))
         if isinstance(hits, IndexBundleError) and captions:
             raise NoCaptionIndex(f"image -> text search is not available: {hits}") from hits
+        if isinstance(hits, IndexBundleError) and mode is not SearchMode.vector:
+            raise InvalidQuery(f"{mode.value} search is not available: {hits}") from hits
         if isinstance(hits, Exception):
             raise hits
         if dedup is not None and len(hits) > 1:  # up to k^2 similarities: off the event loop

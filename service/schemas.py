@@ -68,8 +68,20 @@ class SearchOptions(BaseModel):
         return self
 
 
+class SearchMode(str, Enum):
+    vector = "vector"  # the dual encoder's nearest neighbours
+    keyword = "keyword"  # BM25 over captions and string user fields
+    hybrid = "hybrid"  # both lists fused by reciprocal rank fusion (k = 60)
+
+
 class TextSearchRequest(SearchOptions):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="the query text")
+    mode: SearchMode = Field(
+        SearchMode.vector,
+        description="vector: the dual encoder's nearest neighbours; keyword: the words of the "
+                    "text matched in captions and string fields (BM25); hybrid: both rankings "
+                    "fused by reciprocal rank fusion, 1 / (60 + rank) summed, before any "
+                    "rerank. Filters apply to all three; scores are the dual encoder's in all")
 
     _text_not_blank = field_validator("text")(_not_blank)
 
@@ -93,7 +105,8 @@ class ImageSearchRequest(ImageQuery):
 
 class SearchResult(BaseModel):
     id: int
-    score: float = Field(description="dual-encoder cosine similarity")
+    score: float = Field(description="dual-encoder cosine similarity (in every search mode: "
+                                     "the mode decides the order)")
     match_probability: float | None = Field(
         None, description="the reranker's image-text match probability, when reranked")
     path: str = Field(description="image path within the collection")

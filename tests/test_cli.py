@@ -11,7 +11,7 @@ import pytest
 from xmodal import cli
 from xmodal.demo import DemoPaths
 
-COMMANDS = ("train", "export", "index", "eval", "serve", "bench", "demo")
+COMMANDS = ("train", "export", "index", "eval", "data", "serve", "bench", "demo")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,10 +22,11 @@ def _context_length(cfg: ModelConfig) -> int:
     return cfg.text.context_length if hasattr(cfg, "text") else cfg.context_length
 
 
-def tokenizer_for_data(cfg: ModelConfig, data: PairData, val: PairData | None = None
-                       ) -> tuple[TextTokenizer, ModelConfig]:
+def tokenizer_for_data(cfg: ModelConfig, data: PairData, val: PairData | None = None,
+                       mask: bool = False) -> tuple[TextTokenizer, ModelConfig]:
     """The pretrained tower's own tokenizer, or a word-level one fitted to every text here
-    (validation texts included, so none of their words is unknown); the config gets its size."""
+    (validation texts included, so none of their words is unknown; with `mask`, [MASK] for
+    MLM too); the config gets its size."""
     pretrained = getattr(getattr(cfg, "text", None), "pretrained", None)
     if pretrained:
         from encoders.pretrained_text import tokenizer_for
@@ -34,7 +35,7 @@ def tokenizer_for_data(cfg: ModelConfig, data: PairData, val: PairData | None = 
     corpus = [t for group in (data.captions + data.negatives) for t in group]
     if val is not None:
         corpus += [t for group in val.captions for t in group]
-    tokenizer = train_word_tokenizer(corpus, _context_length(cfg))
+    tokenizer = train_word_tokenizer(corpus, _context_length(cfg), mask)
     if hasattr(cfg, "text"):
         cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=tokenizer.vocab_size))
     else:

@@ -1,4 +1,4 @@
-"""`xmodal train` and `xmodal eval`."""
+"""`xmodal train`, `xmodal eval` and `xmodal data filter`."""
 
 from __future__ import annotations
 
@@ -62,6 +62,20 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _filter(args: argparse.Namespace) -> int:
+    from encoders.engine import OnnxEngine
+    from training.data_filter import filter_dataset, report_json
+    from training.datasets import DatasetError
+
+    try:
+        report = filter_dataset(OnnxEngine(args.engine), args.data, args.out,
+                                args.min_probability, args.histogram)
+    except (DatasetError, ValueError) as exc:
+        raise SystemExit(f"xmodal data filter: {exc}") from exc
+    print(report_json(report))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train towers (ITC) and, for fusion models, the reranker (ITM)")
     options.add_arguments(p)
@@ -76,3 +90,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rerank", action="store_true", help="dual encoder only")
     p.add_argument("--out", type=Path, help="write recall.json, recall.md and recall_vs_k.png here")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("data", help="operations on dataset files")
+    data = p.add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("filter", help="keep the (image, caption) pairs the reranker believes match")
+    p.add_argument("--engine", type=Path, required=True, help="engine bundle with a reranker")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset file: Karpathy/COCO .json, .csv, .jsonl, .tar shards")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the filtered dataset: .json (Karpathy), .jsonl, .csv or .tar")
+    p.add_argument("--min-probability", type=float, required=True,
+                   help="keep pairs whose ITM match probability is at least this")
+    p.add_argument("--histogram", type=Path,
+                   help="histogram of the scores (default: <out stem>.scores.png beside --out)")
+    p.set_defaults(func=_filter)

@@ -9,6 +9,11 @@
   (ALBEF): for each image a text, for each text an image, sampled in proportion to their
   softmaxed similarity with the positives excluded; optional extra negative captions
   (e.g. the compositional generator's attribute/relation swaps) join as further pairs.
+- `mask_tokens` and `mlm_loss`: masked language modelling conditioned on the image through
+  the fusion layers (ALBEF, after BERT: Devlin et al. 2019): 15% of the words chosen, of those
+  80% replaced by [MASK], 10% by a random word, 10% left as they are; cross-entropy at the
+  chosen positions; with a momentum teacher, the targets mix the true word with the teacher's
+  distribution over the vocabulary, weight `alpha` (ALBEF's momentum distillation for MLM).
 """
 
 from __future__ import annotations
@@ -125,3 +130,43 @@ def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
     if x.shape[1] >= length:
         return x[:, :length]
     return F.pad(x, (0, length - x.shape[1]))
+
+
+MLM_PROBABILITY = 0.15  # BERT's share of words chosen for prediction
+IGNORE = -100  # label of positions not chosen: cross_entropy skips them
+
+
+def mask_tokens(ids: torch.Tensor, mask: torch.Tensor, mask_id: int, special_ids: list[int],
+                vocab_size: int, generator: torch.Generator | None,
+                probability: float = MLM_PROBABILITY) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's rule over the real words of `ids` (b, t): (masked ids, labels), labels the
+    original id at chosen positions and IGNORE elsewhere. Every text with a word gets at least
+    one chosen, so no row of a short-caption batch is left without a target."""
+    words = mask.bool() & ~torch.isin(ids, torch.tensor(special_ids, device=ids.device))
+    draw = torch.rand(ids.shape, generator=generator).to(ids.device)  # the loop's CPU generator
+    chosen = words & (draw < probability)
+    # a text none of whose words was drawn gets its lowest-drawn word
+    first = torch.where(words, draw, torch.full_like(draw, 2.0)).argmin(dim=1)
+    lonely = words.any(dim=1) & ~chosen.any(dim=1)
+    chosen[lonely, first[lonely]] = True
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+    how = torch.rand(ids.shape, generator=generator).to(ids.device)
+    random_words = torch.randint(len(special_ids), vocab_size, ids.shape, generator=generator).to(ids.device)
+    masked = torch.where(chosen & (how < 0.8), torch.full_like(ids, mask_id), ids)
+    masked = torch.where(chosen & (how >= 0.8) & (how < 0.9), random_words, masked)
+    return masked, labels
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+             alpha: float = 0.4) -> torch.Tensor:
+    """Cross-entropy of the vocabulary `logits` (b, t, vocab) at the chosen positions of
+    `labels` (b, t); with `teacher_logits`, (1 - alpha) of it against the true words and alpha
+    against the teacher's softmax."""
+    chosen = labels != IGNORE
+    logits = logits[chosen].float()  # (chosen, vocab)
+    hard = F.cross_entropy(logits, labels[chosen])
+    if teacher_logits is None:
+        return hard
+    soft = teacher_logits[chosen].float().softmax(dim=-1)
+    distilled = -(F.log_softmax(logits, dim=-1) * soft).sum(dim=-1).mean()
+    return (1 - alpha) * hard + alpha * distilled

@@ -32,6 +32,10 @@ class TrainConfig:
     train_size: int = 4000  # synthetic scenes rendered for training (per synthetic source)
     render_size: int = 128  # pixels per rendered scene, before preprocessing
     itm_weight: float = 1.0  # weight of the ITM loss, for models with a matching head
+    # what is trained: itc (always), itm (models with a matching head), mlm (fusion models:
+    # masked words predicted from the caption and the image, training.mlm)
+    objectives: str = "itc,itm"
+    mlm_weight: float = 1.0  # weight of the MLM loss
     distill: bool = False  # momentum distillation: EMA teacher, queue, soft ITC targets
     alpha: float = 0.4  # weight of the teacher's soft targets (ALBEF's value)
     queue_size: int = 0  # teacher features kept as extra ITC negatives

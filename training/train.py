@@ -2,9 +2,10 @@
 
 AdamW with linear warmup and cosine decay, gradient clipping and accumulation, mixed
 precision on GPU (never on CPU), optional FLIP patch dropping, ITC (+ momentum distillation)
-for every model and ITM with hard negatives for models with a matching head. State is saved
-every `save_every` steps and a rerun with the same `--out` resumes from it, reproducing an
-uninterrupted run exactly. Writes `log.jsonl`, `curves.png` and a safetensors checkpoint
+for every model, ITM with hard negatives for models with a matching head and, asked for with
+`--objectives itc,itm,mlm`, image-conditioned masked language modelling (training.mlm).
+State is saved every `save_every` steps and a rerun with the same `--out` resumes from it,
+reproducing an uninterrupted run exactly. Writes `log.jsonl`, `curves.png` and a safetensors checkpoint
 with the config needed to rebuild the model. `--init FOLDER` trains an imported Hugging Face
 or OpenCLIP model instead (`training.fine_tune`), SigLIP with its sigmoid loss, and writes it
 back in its own format.
@@ -36,6 +37,7 @@ from training.curves import plot_curves
 from training.evaluate import evaluate
 from training.forward import student_outputs
 from training.losses import itc_loss, itm_loss, sigmoid_loss
+from training.mlm import MlmSpec, mlm_spec, mlm_step, parse_objectives
 from training.momentum import MomentumTeacher
 from training.options import TrainConfig, add_arguments, config_from_args
 from training.schedule import warmup_cosine
@@ -73,7 +75,9 @@ def _check_resumable(cfg: TrainConfig, out: Path) -> None:
 
 
 def _micro_loss(model: torch.nn.Module, teacher: MomentumTeacher | None, batch: dict,
-                cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+                cfg: TrainConfig, gen: torch.Generator,
+                mlm: tuple[MlmSpec, torch.Generator] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     out = student_outputs(model, batch["pixels"], batch["ids"], batch["mask"], cfg.patch_keep, gen)
     feats = teacher.features(batch["pixels"], batch["ids"], batch["mask"]) if teacher else None
     if "logit_bias" in out:  # SigLIP: each pair scored on its own; duplicate captions match
@@ -82,11 +86,15 @@ def _micro_loss(model: torch.nn.Module, teacher: MomentumTeacher | None, batch: 
         contrastive, name = itc_loss(**out, teacher=feats, alpha=cfg.alpha), "itc"
     parts = {name: contrastive.item()}
     loss = contrastive
-    if "image_tokens" in out and cfg.itm_weight > 0:
+    if "image_tokens" in out and cfg.itm_weight > 0 and "itm" in parse_objectives(cfg.objectives):
         itm = itm_loss(model.itm_logits, ids=batch["ids"], mask=batch["mask"], same=batch["same"],
                        extra_negatives=batch["negatives"], generator=gen, **out)
         parts["itm"] = itm.item()
         loss = loss + cfg.itm_weight * itm
+    if mlm is not None:
+        masked = mlm_step(model, teacher, out["image_tokens"], batch, *mlm, cfg.alpha)
+        parts["mlm"] = masked.item()
+        loss = loss + cfg.mlm_weight * masked
     if teacher is not None:
         b = batch["ids"].shape[0]
         teacher.enqueue(feats["image_feats"][:b], feats["text_feats"][:b])
@@ -129,6 +137,7 @@ class _Built:
     embed_dim: int
     info: dict[str, Any]  # carried into the checkpoint, then the engine manifest
     finish: Callable[[torch.nn.Module, dict[str, Any], Path], Any]  # trained model -> result
+    mlm: MlmSpec | None = None  # set when the objectives include mlm
 
 
 def _native(cfg: TrainConfig) -> _Built:
@@ -138,22 +147,28 @@ def _native(cfg: TrainConfig) -> _Built:
     data = load_sources(cfg.data, cfg.train_size, cfg.seed, cfg.render_size, spec)
     val = load_sources(cfg.data.split(",")[0], VAL_SIZE, cfg.seed, cfg.render_size, spec,
                        split="val") if cfg.eval_every else None
-    tokenizer, model_cfg = tokenizer_for_data(model_cfg, data, val)
+    wanted = parse_objectives(cfg.objectives)
+    tokenizer, model_cfg = tokenizer_for_data(model_cfg, data, val, mask="mlm" in wanted)
     model = build_model(model_cfg).train()
+    mlm = mlm_spec(model, tokenizer) if "mlm" in wanted else None
     info = {"data": data.names, "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "objectives": ["itc"] + (["itm"] if hasattr(model, "itm_logits") else [])
-            + (["momentum distillation"] if cfg.distill else [])}
+            "objectives": ["itc"] + (["itm"] if hasattr(model, "itm_logits") and "itm" in wanted else [])
+            + (["mlm"] if mlm else []) + (["momentum distillation"] if cfg.distill else [])}
 
     def finish(trained: torch.nn.Module, info: dict[str, Any], out: Path) -> Checkpoint:
         ckpt = Checkpoint(trained, tokenizer, spec, info)
         save_checkpoint(out, ckpt)
         return ckpt
 
-    return _Built(model, tokenizer, data, val, model_cfg.embed_dim, info, finish)
+    return _Built(model, tokenizer, data, val, model_cfg.embed_dim, info, finish, mlm)
 
 
 def _imported(cfg: TrainConfig) -> _Built:
     from training.fine_tune import setup_fine_tune
+
+    if "mlm" in parse_objectives(cfg.objectives):
+        raise ValueError("mlm trains the native fusion models; an imported model (--init) has "
+                         "no MLM head here")
 
     ft = setup_fine_tune(cfg, VAL_SIZE)
 
@@ -204,6 +219,9 @@ def train(cfg: TrainConfig) -> Checkpoint | Imported:
         if not cfg.init and load_config(cfg.model).family == "lit":
             from training.lit_train import train_lit
 
+            if "mlm" in parse_objectives(cfg.objectives):
+                raise ValueError("mlm needs a fusion model that encodes the caption itself; "
+                                 "the lit reranker reads fixed MiniLM features")
             return train_lit(cfg)
         return _train(cfg)
     finally:
@@ -228,10 +246,15 @@ def _train(cfg: TrainConfig) -> Checkpoint | Imported:
                                                  desc="train") as bar:
         for step in range(start, cfg.steps):
             parts_sum: dict[str, float] = {}
+            # masks drawn from their own generator, seeded by the step: a run with MLM sees the
+            # same batches and negatives as one without, and a resumed run the same masks
+            mlm = (built.mlm, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)) \
+                if built.mlm else None
             for _ in range(cfg.accum_steps):
                 batch = batches.sample(micro, state.generator)
                 with torch.autocast("cuda", enabled=amp):
-                    loss, parts = _micro_loss(state.model, state.teacher, batch, cfg, state.generator)
+                    loss, parts = _micro_loss(state.model, state.teacher, batch, cfg,
+                                              state.generator, mlm)
                 scaled = loss / cfg.accum_steps
                 (state.scaler.scale(scaled) if amp else scaled).backward()
                 for k, v in parts.items():

@@ -22,8 +22,10 @@ JSON = "application/json"
 
 @router.post("/text", response_model=SearchResponse)
 async def search_text(request: TextSearchRequest, query: QueryDep) -> Response:
-    """Query text -> the k most similar images, best first; optionally reranked."""
-    return Response(await query.search(request.text, request), media_type=JSON)
+    """Query text -> the k best images, best first, by the dual encoder (`mode: vector`), the
+    words of the text in captions and fields (`keyword`) or both fused (`hybrid`); optionally
+    reranked."""
+    return Response(await query.search(request.text, request, mode=request.mode), media_type=JSON)
 
 
 async def _image_request(request: Request, settings: SettingsDep) -> tuple[ImageQuery, bytes]:

@@ -110,3 +110,13 @@ def test_image_ids_are_documented_as_canonical_integers(schema: dict[str, Any]) 
     params = {p["name"]: p for p in operation["parameters"]}
     assert params["image_id"]["schema"]["pattern"] == "^(0|[1-9][0-9]{0,18})$"
     assert params["size"]["in"] == "query" and not params["size"]["required"]
+
+
+def test_text_search_documents_its_modes_and_image_search_has_none(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    assert components["SearchMode"]["enum"] == ["vector", "keyword", "hybrid"]
+    mode = components["TextSearchRequest"]["properties"]["mode"]
+    assert mode["default"] == "vector" and "reciprocal rank fusion" in mode["description"]
+    body = dict(_operations(schema))["POST /v1/search/image"]["requestBody"]["content"]
+    assert "mode" not in body["application/json"]["schema"]["properties"]
+    assert "mode" not in body["multipart/form-data"]["schema"]["properties"]
