@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.errors import InputError
-from encoders.preprocess import ImagePreprocess, load_image, preprocess
+from encoders.preprocess import ImagePreprocess
+from encoders.records import Decoded, Record, decode
 from index.durable import write_stream, write_text
-from index.sources import Record, read_bytes
 from index.tokens import pool_tokens
 
 # for type hints only: decode workers import this module, and need no onnxruntime
@@ -36,15 +36,6 @@ PLAN_FILE = "plan.json"
 
 class SimulatedCrash(RuntimeError):
     """Raised by the `crash_at` test hook: the build stops as if the machine died."""
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """A batch after the reader: pixels of the images that decoded, and why others did not."""
-
-    rows: list[int]  # global record indices of the decoded images, in order
-    pixels: np.ndarray | None  # (len(rows), 3, size, size) float32
-    errors: list[tuple[int, str]]  # (record index, reason) of images that did not decode
 
 
 @dataclass(frozen=True)
@@ -83,17 +74,9 @@ class Plan:
 
 
 def decode_batch(plan: Plan, rows: range) -> Decoded:
-    """Reader: read and preprocess one batch; unreadable images are reported, never fatal."""
-    spec, kept, images, errors = plan.spec(), [], [], []
-    root = Path(plan.root)
-    for row in rows:
-        record = plan.records[row]
-        try:
-            images.append(load_image(read_bytes(root, record)))
-            kept.append(row)
-        except (InputError, OSError) as exc:
-            errors.append((row, f"{record.uri}: {exc}"))
-    return Decoded(kept, preprocess(images, spec) if images else None, errors)
+    """Reader: read and preprocess one batch (rows are indices into the plan's records);
+    unreadable images are reported, never fatal."""
+    return decode(Path(plan.root), plan.records, rows).preprocessed(plan.spec())
 
 
 def encode_batch(engine: Engine, plan: Plan, decoded: Decoded) -> tuple[np.ndarray, np.ndarray, int]:
