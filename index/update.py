@@ -126,7 +126,7 @@ def add_images(engine: Engine, root: str | Path, images: str | Path,
         if len(new_ids):
             cap_ids, cap_embeds = encode_captions(engine, items)
             contents = Contents(np.asarray(new_ids, np.int64), done.embeds,
-                                done.tokens.astype(np.float16), items, cap_ids, cap_embeds,
+                                done.tokens, items, cap_ids, cap_embeds,
                                 done.full_tokens or base.tokens.get("full_tokens", 0))
             segments.append(write_segment(root, contents, None, _recall(base, opts)))
             segments, deleted = _merge_tiers(root, segments, deleted, base, opts)
