@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from encoders import records as shared
 from encoders.records import DatasetError, Decoded, Record
+from encoders.records import decode as decode_records
 from encoders.webdataset import read_shards, shard_paths
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def load_dataset(path: str | Path, image_root: str | Path | None = None) -> list
 
 def decode(records: Sequence[Record]) -> Decoded:
     """Open every record's image; unreadable or missing ones are skipped, counted and logged."""
-    decoded = shared.decode(Path(), records)
+    decoded = decode_records(Path(), records)
     for _, reason in decoded.errors:
         log.warning("skipping unreadable image %s", reason)
     if decoded.skipped:
