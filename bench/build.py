@@ -50,7 +50,7 @@ def token_pool_recall(engine: OnnxEngine, images: Path, pools: tuple[int, ...],
                       k: int = 16) -> list[dict]:
     """Rerank recall (text -> image, ITM over the ITC top-k) with the tokens as the bundle
     stores them: fp16 in full, and pooled to each of `pools` then expanded back."""
-    from index.sources import read_captions
+    from encoders.captions import read_captions
     from index.tokens import expand_tokens, pool_tokens
     from training.evaluate import engine_embeddings
     from training.rerank import evaluate_reranked

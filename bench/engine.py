@@ -62,7 +62,7 @@ def _export_all(ckpt: Checkpoint, folder: Path, threads: int) -> tuple[dict[str,
 
 def recall_by_precision(checkpoint: Path, gallery: Path) -> dict[str, Any]:
     """Recall@K of the fp32 and int8 engines of one checkpoint on a captioned image folder."""
-    from index.build import read_captions
+    from encoders.captions import read_captions
     from training.evaluate import evaluate_engine
 
     captions = read_captions(gallery)

@@ -98,10 +98,10 @@ def export_phase(folder: Path, out: Path) -> dict[str, Any]:
 
 
 def index_phase(engine_dir: Path, images: Path, out: Path, batch_size: int) -> dict[str, Any]:
+    from encoders.captions import read_captions
     from encoders.engine import OnnxEngine
     from index.build import BuildStats, build_index
     from index.executors import default_workers
-    from index.sources import read_captions
 
     engine = OnnxEngine(engine_dir)
     stats: list[BuildStats] = []

@@ -27,10 +27,10 @@ from bench.quality_mlm import mlm_rows
 from encoders.engine import OnnxEngine
 from encoders.preprocess import load_image
 from training.calibration import plot_reliability, reliability
-from training.evaluate import engine_embeddings, evaluate_engine_reranked
+from training.evaluate import engine_embeddings
 from training.leaks import read_provenance
 from training.report import markdown_table, plot_recall_vs_k
-from training.rerank import sampled
+from training.rerank import evaluate_engine_reranked, sampled
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import quality_sets as sets
 from encoders.engine import OnnxEngine
-from training.evaluate import evaluate_engine_reranked
+from training.rerank import evaluate_engine_reranked
 from training.leaks import PROVENANCE, Provenance, write_provenance
 
 STEPS = 200

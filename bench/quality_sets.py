@@ -78,8 +78,9 @@ def noto(workdir: Path) -> EvalSet:
     path = workdir / "emoji" / "noto.json"
     if not path.is_file():
         write_cross_style(workdir / "emoji")
-    decoded = decode(load_karpathy(path))
-    texts = [r.captions[0] for r in decoded.records]
+    records = load_karpathy(path)
+    decoded = decode(records)
+    texts = [r.captions[0] for r in decoded.kept(records)]
     return EvalSet(f"Twemoji -> Noto ({len(texts)} Noto Color Emoji renders)", decoded.images, texts,
                    list(range(len(texts))), HeldOut("the Noto style", styles=frozenset({"noto"})))
 

@@ -48,11 +48,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    with open(path, "rb") as handle:  # read into one reused buffer, not a new chunk each time
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _fsync_tree(root: Path) -> None:

@@ -32,12 +32,17 @@ class VisionTower(nn.Module):
         self.ln_post = nn.LayerNorm(cfg.width)
         self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixels (b, 3, H, W) -> (embedding (b, embed_dim), tokens (b, 1 + patches, width))."""
-        x = self.patch_embed(pixels).flatten(2).transpose(1, 2)  # (b, patches, width)
-        cls = self.cls_token.expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed
-        tokens = self.ln_post(self.transformer(self.ln_pre(x)))
+    def forward(self, pixels: torch.Tensor, keep: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels (b, 3, H, W) -> (embedding (b, embed_dim), tokens (b, 1 + patches, width)).
+
+        `keep` (b, k): the patches of each image that enter the transformer, by index (FLIP's
+        patch dropping in training); the tokens are then (b, 1 + k, width)."""
+        x = self.patch_embed(pixels).flatten(2).transpose(1, 2) + self.pos_embed[1:]  # (b, p, w)
+        if keep is not None:
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        cls = (self.cls_token + self.pos_embed[0]).expand(x.shape[0], 1, -1)
+        tokens = self.ln_post(self.transformer(self.ln_pre(torch.cat([cls, x], dim=1))))
         return self.proj(tokens[:, 0]), tokens
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from encoders.codes import BITS
 from encoders.engine import Engine
 from encoders.errors import InputError
+from encoders.records import IMAGE_SUFFIXES, Record
 from index.bundle import IndexManifest
 from index.codes import CodeLayout
 from index.executors import Progress, run_local
@@ -27,14 +28,7 @@ from index.lock import writer_lock
 from index.metadata import Item
 from index.segment import write_segment
 from index.shards import Assembled, Plan, assemble, prepare_work
-from index.sources import (  # noqa: F401 - re-exported: callers import these from here
-    CAPTIONS_FILE,
-    IMAGE_SUFFIXES,
-    Record,
-    list_images,
-    read_captions,
-    read_source,
-)
+from index.sources import read_source
 from index.version import VersionPlan, publish_version
 from index.writer import Contents
 

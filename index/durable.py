@@ -66,17 +66,22 @@ def save_array(path: Path, array: np.ndarray) -> None:
     write_stream(path, lambda handle: np.save(handle, array))
 
 
-def save_rows(path: Path, rows, dtype: np.dtype | type, chunk: int = 16384) -> None:
+def save_rows(path: Path, rows, dtype: np.dtype | type, chunk_bytes: int = 2**18) -> None:
     """An `.npy` file of `rows` (an array, or anything with `shape` that slices into arrays)
-    written a chunk of rows at a time: a merge of memory-mapped stores never holds them all."""
+    written about `chunk_bytes` at a time, each chunk written from its own buffer (a view of a
+    memory-mapped store is not copied): a merge of memory-mapped stores never holds them all,
+    and an add holds no copy of its tokens."""
     dtype = np.dtype(dtype)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
               "shape": tuple(int(n) for n in rows.shape)}
+    row_bytes = int(np.prod(rows.shape[1:], dtype=np.int64)) * dtype.itemsize
+    chunk = max(1, chunk_bytes // max(row_bytes, 1))
 
     def write(handle: BinaryIO) -> None:
         np.lib.format.write_array_header_1_0(handle, header)
-        handle.writelines(np.ascontiguousarray(rows[start : start + chunk], dtype).tobytes()
-                          for start in range(0, rows.shape[0], chunk))
+        for start in range(0, rows.shape[0], chunk):
+            part = np.ascontiguousarray(rows[start : start + chunk], dtype)
+            handle.write(part.reshape(-1).view(np.uint8))
     write_stream(path, write)
 
 

@@ -18,7 +18,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from index.shards import Decoded, Plan, ShardWriter, SimulatedCrash, decode_batch, encode_batch
+from encoders.records import Decoded
+from index.shards import Plan, ShardWriter, SimulatedCrash, decode_batch, encode_batch
 
 # for type hints only: decode workers import this module, and need no onnxruntime
 if TYPE_CHECKING:

@@ -2,9 +2,12 @@
 
 A build's records are cut into fixed shards, and each shard into fixed batches of records.
 Both executors (local worker processes, Ray Data) run exactly these functions over exactly
-these batches, so their embeddings are bit-identical. Each finished shard is written as
-`shard-NNNNNN.npz` through a temp file and `os.replace`: a killed build keeps every shard it
-finished, and a resumed one encodes only the rest.
+these batches, so their embeddings are bit-identical. Each batch's image tokens are written
+as they come, fp16, to `shard-NNNNNN.tokens-KKKK.npy`, and never held past their batch; each
+finished shard is then marked by `shard-NNNNNN.npz` (its rows, embeddings and errors) through a
+temp file and `os.replace`: a killed build keeps every shard it finished, and a resumed one
+encodes only the rest. The tokens are read back memory-mapped, so a segment's token store is
+written from the page cache, not from a copy in the process's memory.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import numpy as np
 
 from encoders.codes import IMAGE_CODES, pack
 from encoders.errors import InputError
-from encoders.preprocess import ImagePreprocess, load_image, preprocess
-from index.durable import write_stream, write_text
-from index.sources import Record, read_bytes
+from encoders.preprocess import ImagePreprocess
+from encoders.records import Decoded, Record, decode
+from index.durable import save_rows, write_stream, write_text
 from index.tokens import pool_tokens
 
 # for type hints only: decode workers import this module, and need no onnxruntime
@@ -37,15 +40,6 @@ PLAN_FILE = "plan.json"
 
 class SimulatedCrash(RuntimeError):
     """Raised by the `crash_at` test hook: the build stops as if the machine died."""
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """A batch after the reader: pixels of the images that decoded, and why others did not."""
-
-    rows: list[int]  # global record indices of the decoded images, in order
-    pixels: np.ndarray | None  # (len(rows), 3, size, size) float32
-    errors: list[tuple[int, str]]  # (record index, reason) of images that did not decode
 
 
 @dataclass(frozen=True)
@@ -84,42 +78,35 @@ class Plan:
 
 
 def decode_batch(plan: Plan, rows: range) -> Decoded:
-    """Reader: read and preprocess one batch; unreadable images are reported, never fatal."""
-    spec, kept, images, errors = plan.spec(), [], [], []
-    root = Path(plan.root)
-    for row in rows:
-        record = plan.records[row]
-        try:
-            images.append(load_image(read_bytes(root, record)))
-            kept.append(row)
-        except (InputError, OSError) as exc:
-            errors.append((row, f"{record.uri}: {exc}"))
-    return Decoded(kept, preprocess(images, spec) if images else None, errors)
+    """Reader: read and preprocess one batch (rows are indices into the plan's records);
+    unreadable images are reported, never fatal."""
+    return decode(Path(plan.root), plan.records, rows).preprocessed(plan.spec())
 
 
 def encode_batch(engine: Engine, plan: Plan, decoded: Decoded
                  ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
-    """Mapper: pixels -> (embeddings float32, tokens float16 pooled per the plan, token count
-    before pooling, packed codes where the engine outputs them (encoders.codes))."""
+    """Mapper: pixels -> (embeddings float32, tokens pooled per the plan as the engine gives
+    them, token count before pooling, packed codes where the engine outputs them
+    (encoders.codes)); the writer stores the tokens as float16."""
     out = engine.encode_pixels(decoded.pixels)
     tokens = out.get("image_tokens")
     if tokens is None:
         tokens = np.zeros((len(decoded.rows), 0, 0), dtype=np.float16)
     full = tokens.shape[1]
-    tokens = pool_tokens(tokens, plan.token_pool).astype(np.float16)
+    tokens = pool_tokens(tokens, plan.token_pool)
     codes = out.get(IMAGE_CODES)
     return (out["image_embeds"].astype(np.float32, copy=False), tokens, full,
             None if codes is None else pack(codes))
 
 
 class ShardWriter:
-    """Writer: collects one shard's batches and writes its file atomically."""
+    """Writer: writes each batch's tokens as it comes, then marks the shard done atomically."""
 
     def __init__(self, work: Path, shard: int) -> None:
         self.path = shard_path(work, shard)
         self.rows: list[int] = []
-        self.embeds: list[np.ndarray] = []
-        self.tokens: list[np.ndarray] = []
+        self.embeds: list[np.ndarray] = []  # (batch, dim) float32: small beside the tokens
+        self.batches = 0  # token files written
         self.errors: list[tuple[int, str]] = []
         self.full_tokens = 0
         self.codes: list[np.ndarray] = []
@@ -130,7 +117,9 @@ class ShardWriter:
         self.errors.extend(decoded.errors)
         if embeds is not None:
             self.embeds.append(embeds)
-            self.tokens.append(tokens)
+            # converted a chunk at a time as written: no float16 copy of the batch is held
+            save_rows(token_path(self.path, self.batches), tokens, np.float16)
+            self.batches += 1
             self.full_tokens = full_tokens
             if codes is not None:
                 self.codes.append(codes)
@@ -139,7 +128,7 @@ class ShardWriter:
         tmp = self.path.with_name(self.path.name + ".tmp")
         write_stream(tmp, lambda handle: np.savez(
             handle, rows=np.asarray(self.rows, dtype=np.int64),
-            embeds=_stack(self.embeds, np.float32), tokens=_stack(self.tokens, np.float16),
+            embeds=_stack(self.embeds, np.float32), batches=np.asarray(self.batches),
             errors=np.asarray(json.dumps(self.errors)), full_tokens=np.asarray(self.full_tokens),
             codes=_stack(self.codes, np.uint8)))
         os.replace(tmp, self.path)
@@ -163,6 +152,50 @@ def shard_path(work: Path, shard: int) -> Path:
     return work / f"shard-{shard:06d}.npz"
 
 
+def token_path(shard: Path, batch: int) -> Path:
+    return shard.with_name(f"{shard.stem}.tokens-{batch:04d}.npy")
+
+
+class StackedRows:
+    """The token files of a build's batches read as one array, a slice at a time: what a
+    segment's token store is written from, without concatenating them in memory. A file is
+    memory-mapped only while a slice reads it (a large build has more batch files than a
+    process may hold mappings)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        first = _open_rows(paths[0])
+        lengths = [len(first)] + [len(_open_rows(p)) for p in paths[1:]]
+        self.starts = np.cumsum([0] + lengths)
+        self.shape = (int(self.starts[-1]), *first.shape[1:])
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        start, stop, _ = part.indices(len(self))
+        first = max(int(np.searchsorted(self.starts, start, side="right")) - 1, 0)
+        pieces = []
+        for k in range(first, len(self.paths)):
+            begin = int(self.starts[k])
+            if begin >= stop:
+                break
+            rows = _open_rows(self.paths[k])
+            pieces.append(rows[max(start - begin, 0) : stop - begin])
+        pieces = [piece for piece in pieces if len(piece)]
+        if len(pieces) == 1:
+            return pieces[0]  # a view of the mapped file: no copy
+        return np.concatenate(pieces) if pieces else np.zeros((0, *self.shape[1:]), self.dtype)
+
+
+def _open_rows(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError:  # an empty array: nothing to map
+        return np.load(path)
+
+
 def prepare_work(work: Path, plan: Plan) -> list[int]:
     """Create or reopen a work folder; the shards still to encode."""
     work.mkdir(parents=True, exist_ok=True)
@@ -179,7 +212,7 @@ def prepare_work(work: Path, plan: Plan) -> list[int]:
 class Assembled:
     rows: np.ndarray  # record index of each vector (int64, ascending)
     embeds: np.ndarray  # (n, dim) float32
-    tokens: np.ndarray  # (n, tokens, width) float16
+    tokens: StackedRows  # (n, tokens, width) float16, read from the batches' files
     errors: list[tuple[int, str]]
     full_tokens: int = 0  # tokens per image before pooling
     work: Path | None = None  # the work folder the shards came from
@@ -190,12 +223,13 @@ def assemble(work: Path, plan: Plan) -> Assembled:
     """Read every shard back, in order, into one set of arrays."""
     rows, embeds, tokens, errors, full, codes = [], [], [], [], 0, []
     for shard in range(plan.shards):
-        with np.load(shard_path(work, shard)) as data:
+        path = shard_path(work, shard)
+        with np.load(path) as data:
             full = max(full, int(data["full_tokens"]))
             if len(data["rows"]):
                 rows.append(data["rows"])
                 embeds.append(data["embeds"])
-                tokens.append(data["tokens"])
+                tokens += [token_path(path, k) for k in range(int(data["batches"]))]
                 if "codes" in data.files and data["codes"].ndim == 2:
                     codes.append(data["codes"])
             errors.extend((int(r), str(m)) for r, m in json.loads(str(data["errors"])))
@@ -203,5 +237,9 @@ def assemble(work: Path, plan: Plan) -> Assembled:
         raise InputError(f"none of the {len(plan.records)} images could be read; first errors: "
                          f"{[m for _, m in errors[:3]]}")
     packed = np.concatenate(codes) if len(codes) == len(rows) else None
-    return Assembled(np.concatenate(rows), np.concatenate(embeds), np.concatenate(tokens), errors,
-                     full, codes=packed)
+    return Assembled(_joined(rows), _joined(embeds), StackedRows(tokens), errors, full,
+                     codes=packed)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

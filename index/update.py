@@ -35,6 +35,8 @@ import numpy as np
 
 from encoders.engine import Engine
 from encoders.errors import InputError
+from encoders.records import TAR_SEP, Record
+from encoders.webdataset import member_ranges
 from index import bundle
 from index.build import (
     BuildOptions,
@@ -57,7 +59,7 @@ from index.segment import (
     segment_contents,
     write_segment,
 )
-from index.sources import TAR_SEP, Record, read_source
+from index.sources import read_source
 from index.version import VersionPlan, publish_version
 from index.writer import Contents
 
@@ -132,7 +134,7 @@ def add_images(engine: Engine, root: str | Path, images: str | Path,
         if len(new_ids):
             cap_ids, cap_embeds = encode_captions(engine, items)
             contents = Contents(np.asarray(new_ids, np.int64), done.embeds,
-                                done.tokens.astype(np.float16), items, cap_ids, cap_embeds,
+                                done.tokens, items, cap_ids, cap_embeds,
                                 done.full_tokens or base.tokens.get("full_tokens", 0),
                                 *coded(engine, done, CodeLayout.from_dict(base.codes)))
             segments.append(write_segment(root, contents, None, _recall(base, opts)))
@@ -233,7 +235,8 @@ def reindex(engine: Engine, old_root: str | Path, out_root: str | Path,
     folder = bundle.resolve(old_root)
     base = bundle.read_manifest(folder)
     items = live_items(old_root, folder, base)
-    records = [Record(it.path, it.caption, it.fields) for it in items]
+    records = [Record(it.path, (it.caption,) if it.caption else (), fields=it.fields)
+               for it in items]
     records = _with_offsets(Path(base.source), records)
     ids = np.asarray([it.id for it in items], np.int64)
     # uploads move with the index: linked into the new root, read there, stored as they were
@@ -338,11 +341,9 @@ def _with_offsets(root: Path, records: list[Record]) -> list[Record]:
     if not any(TAR_SEP in r.uri for r in records):
         return records
     shards = {r.uri.split(TAR_SEP, 1)[0] for r in records if TAR_SEP in r.uri}
-    where = {}
-    for shard in shards:
-        for rec in read_source(root / shard)[1]:
-            where[f"{shard}{TAR_SEP}{rec.uri.split(TAR_SEP, 1)[1]}"] = rec
-    return [replace(r, offset=where[r.uri].offset, size=where[r.uri].size)
+    where = {f"{shard}{TAR_SEP}{name}": span for shard in shards
+             for name, span in member_ranges(root / shard).items()}
+    return [replace(r, offset=where[r.uri][0], size=where[r.uri][1])
             if r.uri in where else r for r in records]
 
 

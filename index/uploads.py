@@ -8,10 +8,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+from encoders.captions import CAPTIONS_FILE, captions_text
 from encoders.engine import Engine
 from index import bundle, update
-from index.durable import write_stream
-from index.sources import write_captions
+from index.durable import write_stream, write_text
 
 
 def add_uploads(engine: Engine, root: Path, files: list[tuple[str, bytes]],
@@ -24,8 +24,10 @@ def add_uploads(engine: Engine, root: Path, files: list[tuple[str, bytes]],
         folder.mkdir(parents=True)
         for name, data in files:  # synced like every file a version refers to
             write_stream(folder / name, lambda handle, data=data: handle.write(data))
-        write_captions(folder, {name: caption for (name, _), caption
-                                in zip(files, captions, strict=True) if caption is not None})
+        named = {name: caption for (name, _), caption in zip(files, captions, strict=True)
+                 if caption is not None}
+        if named:
+            write_text(folder / CAPTIONS_FILE, captions_text(named))
         return update.add_images(engine, root, folder, parent=parent, work_root=folder)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)

@@ -16,7 +16,7 @@ from service.errors import InvalidQuery, PayloadTooLarge
 
 # The image formats every upload path accepts (search, rerank, admin add), by Pillow's name,
 # with the suffix an added image is stored under: the index build lists a folder by these
-# suffixes (index.sources.IMAGE_SUFFIXES), so a format outside it could not be indexed.
+# suffixes (encoders.records.IMAGE_SUFFIXES), so a format outside it could not be indexed.
 # Pillow opens uploads with these decoders only; no other decoder sees upload bytes.
 UPLOAD_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 

@@ -5,6 +5,8 @@ on a module that breaks its rule.
   service encoders and index;
 - routes import only schemas, errors, deps, images and the query service of the project,
   reach no deeper than one attribute into the query service, and stay short;
+- no module imports itself through others, function-level imports counted (a cycle hidden
+  by an import inside a function still ties the modules together);
 - `service.config` imports without onnxruntime (the container health check imports it every
   15 s), and the serving path imports without torch.
 """
@@ -37,6 +39,50 @@ def _imports(source: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.add(node.module)
     return {name for name in found if name.split(".")[0] in PROJECT}
+
+
+def import_cycles(sources: dict[str, str]) -> list[list[str]]:
+    """The cycles (strongly connected groups of two or more) of the graph of which module
+    imports which, from each module's source by dotted name."""
+    graph = {name: {m for m in _imports(source) | _submodules(source) if m in sources and m != name}
+             for name, source in sources.items()}
+    order, low, stack, cycles = {}, {}, [], []
+
+    def visit(name: str) -> None:  # Tarjan's algorithm
+        order[name] = low[name] = len(order)
+        stack.append(name)
+        for other in sorted(graph[name]):
+            if other not in order:
+                visit(other)
+                low[name] = min(low[name], low[other])
+            elif other in stack:
+                low[name] = min(low[name], order[other])
+        if low[name] == order[name]:
+            group = stack[stack.index(name):]
+            del stack[stack.index(name):]
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for name in sorted(graph):
+        if name not in order:
+            visit(name)
+    return cycles
+
+
+def _submodules(source: str) -> set[str]:
+    """`package.module` of each `from package import module` (and of plain names: filtered)."""
+    return {f"{node.module}.{alias.name}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level
+            for alias in node.names}
+
+
+def _module_sources(packages: tuple[str, ...]) -> dict[str, str]:
+    sources = {}
+    for package in packages:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            sources[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path.read_text()
+    return sources
 
 
 def package_violations(package: str, source: str) -> list[str]:
@@ -120,6 +166,18 @@ def test_the_checkers_find_a_module_that_breaks_the_rules() -> None:
     assert package_violations("encoders", "def f():\n    import service.query\n") == \
         ["service.query"]
     assert package_violations("index", "from encoders.engine import Engine\n") == []
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert import_cycles(_module_sources((*MAY_IMPORT, "xmodal"))) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function() -> None:
+    sources = {"training.a": "from training.b import x\n",
+               "training.b": "def f():\n    from training.c import y\n",
+               "training.c": "from training import a\n", "training.d": "import training.a\n"}
+    assert import_cycles(sources) == [["training.a", "training.b", "training.c"]]
+    assert import_cycles({**sources, "training.c": ""}) == []
 
 
 def test_service_config_imports_without_onnxruntime() -> None:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 from fastapi.testclient import TestClient
 
+from encoders.captions import read_captions
 from encoders.engine import OnnxEngine
 from encoders.preprocess import ImagePreprocess, load_image, preprocess
-from index.build import read_captions
 from service.config import Settings
 from service.main import create_app
 from training.evaluate import recall_at_k

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from encoders.captions import read_captions
 from training import options
 
 
@@ -25,14 +26,13 @@ def _eval_set(args: argparse.Namespace) -> tuple[list, list[str], list[int], str
 
         records = split_of(load_dataset(args.data), args.split)
         decoded = decode(records)
-        if not decoded.records:
+        if not decoded.rows:
             raise SystemExit(f"{args.data} has no readable images in split {args.split!r}")
-        texts = [c for r in decoded.records for c in r.captions]
-        owner = [i for i, r in enumerate(decoded.records) for _ in r.captions]
+        kept = decoded.kept(records)
+        texts = [c for r in kept for c in r.captions]
+        owner = [i for i, r in enumerate(kept) for _ in r.captions]
         return decoded.images, texts, owner, f"{args.data} ({args.split}), {decoded.skipped} unreadable"
-    path = args.images / "captions.jsonl"  # the index build's format: {"file", "caption"} per line
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    captions = {row["file"]: row["caption"] for row in rows}
+    captions = read_captions(args.images)  # the index build's captions.jsonl
     if not captions:
         raise SystemExit(f"{args.images} has no captions.jsonl to evaluate against")
     files = sorted(captions)
@@ -41,8 +41,8 @@ def _eval_set(args: argparse.Namespace) -> tuple[list, list[str], list[int], str
 
 def _eval(args: argparse.Namespace) -> int:
     from encoders.engine import OnnxEngine
-    from training.evaluate import evaluate_engine_reranked
     from training.report import markdown_table, plot_recall_vs_k
+    from training.rerank import evaluate_engine_reranked
 
     if (args.data is None) == (args.images is None):
         raise SystemExit("give exactly one of --data (a dataset file) or --images (a captioned folder)")

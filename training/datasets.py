@@ -1,9 +1,10 @@
 """Image-caption datasets from the common on-disk formats, into one record list.
 
 Formats: the Karpathy split JSON (Flickr30K, COCO), COCO captions JSON, CSV and JSONL
-tables (`image,caption[,split]`, one row per caption), and WebDataset tar shards
-(see `training.shards`). Every loader returns `Record`s; `decode` opens their images and
-skips, counts and logs the unreadable ones instead of failing.
+tables (`image,caption[,split]`, one row per caption), and WebDataset tar shards (read by
+`encoders.webdataset`, as the index build reads them). Every loader returns the `Record`s of
+`encoders.records`, uris relative to the working folder or absolute; `decode` opens their
+images and skips, counts and logs the unreadable ones instead of failing.
 """
 
 from __future__ import annotations
@@ -13,35 +14,15 @@ import io
 import json
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from PIL import Image
-
-from encoders.errors import InputError
-from encoders.preprocess import load_image
+from encoders.records import DatasetError, Decoded, Record
+from encoders.records import decode as decode_records
+from encoders.webdataset import read_shards, shard_paths
 
 log = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """A dataset file that cannot be read as its format: the message names file and field."""
-
-
-@dataclass(frozen=True)
-class Record:
-    image: str  # path (absolute, or relative to the dataset root) or shard member key
-    captions: tuple[str, ...]
-    split: str = "train"
-    data: bytes | None = field(default=None, repr=False)  # image bytes when not a file
-
-
-@dataclass
-class Decoded:
-    images: list[Image.Image]
-    records: list[Record]  # the records whose image opened, in order
-    skipped: int  # unreadable images, logged and left out
 
 
 def _read_json(path: Path) -> object:
@@ -129,11 +110,21 @@ def load_table(path: str | Path, image_root: str | Path | None = None) -> list[R
     return _group_rows(rows, str(path), root)
 
 
+def load_shards(source: str | Path | Iterable[str | Path], split: str = "train") -> list[Record]:
+    """Records from one `.tar` shard, a folder of shards, or a list of shard paths."""
+    if isinstance(source, (str, Path)):
+        paths = shard_paths(Path(source))
+    else:
+        paths = [Path(p) for p in source]
+    if not paths:
+        raise DatasetError(f"no .tar shards in {source}")
+    records = read_shards(paths)
+    return records if split == "train" else [replace(r, split=split) for r in records]
+
+
 def load_dataset(path: str | Path, image_root: str | Path | None = None) -> list[Record]:
     """Pick the loader from the file: .csv/.jsonl tables, .tar shards (or a folder of them),
     and .json as Karpathy (`images[].sentences`) or COCO (`annotations`)."""
-    from training.shards import load_shards
-
     path = Path(path)
     if path.is_dir() or path.suffix == ".tar":
         return load_shards(path)
@@ -148,21 +139,13 @@ def load_dataset(path: str | Path, image_root: str | Path | None = None) -> list
 
 
 def decode(records: Sequence[Record]) -> Decoded:
-    """Open every record's image; unreadable or missing ones are skipped and counted."""
-    images, kept, skipped = [], [], 0
-    for record in records:
-        try:
-            image = load_image(record.data if record.data is not None else record.image)
-            image.load()  # decode now, so a truncated file is caught here, not mid-training
-        except (InputError, OSError, ValueError) as exc:
-            log.warning("skipping unreadable image %s: %s", record.image, exc)
-            skipped += 1
-            continue
-        images.append(image)
-        kept.append(record)
-    if skipped:
-        log.warning("%d of %d images were unreadable and skipped", skipped, len(records))
-    return Decoded(images, kept, skipped)
+    """Open every record's image; unreadable or missing ones are skipped, counted and logged."""
+    decoded = decode_records(Path(), records)
+    for _, reason in decoded.errors:
+        log.warning("skipping unreadable image %s", reason)
+    if decoded.skipped:
+        log.warning("%d of %d images were unreadable and skipped", decoded.skipped, len(records))
+    return decoded
 
 
 def split_of(records: Sequence[Record], split: str) -> list[Record]:
@@ -174,7 +157,7 @@ def write_karpathy(records: Sequence[Record], path: str | Path) -> Path:
     path = Path(path)
     images = []
     for n, r in enumerate(records):
-        rel = Path(os.path.relpath(Path(r.image).resolve(), path.parent.resolve()))
+        rel = Path(os.path.relpath(Path(r.uri).resolve(), path.parent.resolve()))
         images.append({"imgid": n, "filepath": str(rel.parent) if str(rel.parent) != "." else "",
                        "filename": rel.name, "split": r.split,
                        "sentences": [{"raw": c} for c in r.captions]})

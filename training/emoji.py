@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -19,9 +18,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from encoders.preprocess import ImagePreprocess, load_image, preprocess
+from encoders.captions import write_captions
+from encoders.preprocess import load_image
 from training.datasets import Record, write_karpathy
-from training.sources import PairData
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,6 @@ def twemoji() -> tuple[Emoji, ...]:
     return tuple(out)
 
 
-def twemoji_pairs(spec: ImagePreprocess) -> PairData:
-    items = twemoji()
-    pixels = preprocess([load_image(e.png) for e in items], spec)
-    return PairData(pixels, [list(e.names) for e in items], names=[f"twemoji: {len(items)} emoji"])
-
-
 def ink_box(image: Image.Image) -> tuple[int, int, int, int] | None:
     """The bounding box of every pixel that is not pure white; None when the image is blank."""
     return Image.eval(image, lambda v: 255 - v).getbbox()
@@ -153,9 +146,7 @@ def write_twemoji_gallery(folder: str | Path) -> Path:
     """Every named Twemoji as a gallery for the index: PNGs + captions.jsonl (CLDR name)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lines = []
     for e in twemoji():
         (folder / e.png.name).write_bytes(e.png.read_bytes())
-        lines.append(json.dumps({"file": e.png.name, "caption": e.names[0]}))
-    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    write_captions(folder, {e.png.name: e.names[0] for e in twemoji()})
     return folder

@@ -62,25 +62,3 @@ def engine_embeddings(engine: Engine, images: Sequence, texts: Sequence[str], ba
                                 for i in range(0, len(texts), batch_size)])
     has_tokens = engine.has_reranker and all(t is not None for t in tokens)
     return np.concatenate(embeds), (np.concatenate(tokens) if has_tokens else None), texts_out
-
-
-def evaluate_engine_reranked(engine: Engine, images: Sequence, texts: Sequence[str],
-                             text_to_image: Sequence[int], k: int = 16, rerank: bool = True,
-                             batch_size: int = 64, sample: int | None = None,
-                             curve_ks: Sequence[int] | None = None,
-                             embeddings: tuple | None = None) -> dict:
-    """`training.rerank.evaluate_reranked` on an engine bundle: its towers give the ITC ranking,
-    its reranker graph the ITM scores (skipped when the bundle has none or `rerank` is off).
-    `embeddings`: `engine_embeddings(engine, images, texts)` when the caller has them already."""
-    from training.rerank import CURVE_KS, evaluate_reranked
-
-    image_embeds, image_tokens, text_embeds = (
-        embeddings or engine_embeddings(engine, images, texts, batch_size))
-    scorer = None
-    if rerank and image_tokens is not None:
-        def scorer(image_rows: np.ndarray, text_rows: np.ndarray) -> np.ndarray:
-            return np.concatenate([
-                engine.score(image_tokens[image_rows[i:i + 256]], [texts[t] for t in text_rows[i:i + 256]])
-                for i in range(0, len(image_rows), 256)])
-    return evaluate_reranked(image_embeds, text_embeds, text_to_image, scorer, k,
-                             curve_ks=curve_ks or CURVE_KS, sample=sample)

@@ -14,18 +14,13 @@ from torch import nn
 from encoders.clip import VisionTower
 
 
-def _vision_with_dropping(tower: VisionTower, pixels: torch.Tensor, keep: float,
-                          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """VisionTower.forward over the [CLS] token and a random `keep` fraction of patches."""
-    x = tower.patch_embed(pixels).flatten(2).transpose(1, 2) + tower.pos_embed[1:]  # (b, p, w)
-    b, patches, width = x.shape
+def _random_patches(tower: VisionTower, pixels: torch.Tensor, keep: float,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """(b, kept) indices of a random `keep` fraction of each image's patches."""
+    b, patches = pixels.shape[0], tower.pos_embed.shape[0] - 1
     kept = max(1, round(patches * keep))
-    noise = torch.rand(b, patches, generator=generator).to(x.device)  # the CPU generator of the loop
-    index = noise.argsort(dim=1)[:, :kept]  # each image keeps its own random patches
-    x = x.gather(1, index[..., None].expand(-1, -1, width))
-    cls = (tower.cls_token + tower.pos_embed[0]).expand(b, 1, -1)
-    tokens = tower.ln_post(tower.transformer(tower.ln_pre(torch.cat([cls, x], dim=1))))
-    return tower.proj(tokens[:, 0]), tokens
+    noise = torch.rand(b, patches, generator=generator).to(pixels.device)  # the loop's CPU generator
+    return noise.argsort(dim=1)[:, :kept]  # each image keeps its own random patches
 
 
 def student_outputs(model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
@@ -35,10 +30,8 @@ def student_outputs(model: nn.Module, pixels: torch.Tensor, ids: torch.Tensor, m
         raise ValueError(f"patch keep ratio must be in (0, 1], got {keep}")
     tower = getattr(model, "visual", None)
     if isinstance(tower, VisionTower):
-        if keep < 1:
-            embed, tokens = _vision_with_dropping(tower, pixels, keep, generator)
-        else:
-            embed, tokens = tower(pixels)
+        patches = _random_patches(tower, pixels, keep, generator) if keep < 1 else None
+        embed, tokens = tower(pixels, patches)
         out = {
             "image_embeds": F.normalize(embed, dim=-1),
             "text_embeds": model.encode_text(ids, mask),

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from training.evaluate import KS, recall_at_k
+from encoders.engine import Engine
+from training.evaluate import KS, engine_embeddings, recall_at_k
 
 # (image rows, text rows) -> match probability per pair
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -93,3 +94,23 @@ def sampled(rows: np.ndarray, sample: int | None) -> np.ndarray:
     if sample is None or len(rows) <= sample:
         return rows
     return np.sort(np.random.default_rng(0).choice(rows, sample, replace=False))
+
+
+def evaluate_engine_reranked(engine: Engine, images: Sequence, texts: Sequence[str],
+                             text_to_image: Sequence[int], k: int = 16, rerank: bool = True,
+                             batch_size: int = 64, sample: int | None = None,
+                             curve_ks: Sequence[int] | None = None,
+                             embeddings: tuple | None = None) -> dict:
+    """`evaluate_reranked` on an engine bundle: its towers give the ITC ranking,
+    its reranker graph the ITM scores (skipped when the bundle has none or `rerank` is off).
+    `embeddings`: `engine_embeddings(engine, images, texts)` when the caller has them already."""
+    image_embeds, image_tokens, text_embeds = (
+        embeddings or engine_embeddings(engine, images, texts, batch_size))
+    scorer = None
+    if rerank and image_tokens is not None:
+        def scorer(image_rows: np.ndarray, text_rows: np.ndarray) -> np.ndarray:
+            return np.concatenate([
+                engine.score(image_tokens[image_rows[i:i + 256]], [texts[t] for t in text_rows[i:i + 256]])
+                for i in range(0, len(image_rows), 256)])
+    return evaluate_reranked(image_embeds, text_embeds, text_to_image, scorer, k,
+                             curve_ks=curve_ks or CURVE_KS, sample=sample)

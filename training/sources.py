@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from encoders.preprocess import ImagePreprocess, preprocess
+from encoders.preprocess import ImagePreprocess, load_image, preprocess
 from training import synthetic
 from training.compositional import compositional_scenes, render_scene, training_negatives
 from training.datasets import decode, load_dataset, split_of
+from training.emoji import twemoji
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,19 @@ def _compositional(count: int, seed: int, size: int, spec: ImagePreprocess, spli
                     [f"compositional {split}: {count} scenes, seed {seed}"])
 
 
+def _twemoji(spec: ImagePreprocess) -> PairData:
+    items = twemoji()
+    pixels = preprocess([load_image(e.png) for e in items], spec)
+    return PairData(pixels, [list(e.names) for e in items], names=[f"twemoji: {len(items)} emoji"])
+
+
 def _file(path: str, spec: ImagePreprocess, split: str) -> PairData:
-    decoded = decode(split_of(load_dataset(path), split))
-    if not decoded.records:
+    records = split_of(load_dataset(path), split)
+    decoded = decode(records)
+    if not decoded.rows:
         raise ValueError(f"{path} has no readable {split!r} images")
-    return PairData(preprocess(decoded.images, spec), [list(r.captions) for r in decoded.records],
-                    names=[(f"{path} ({split}): {len(decoded.records)} images, "
+    return PairData(preprocess(decoded.images, spec), [list(r.captions) for r in decoded.kept(records)],
+                    names=[(f"{path} ({split}): {len(decoded.rows)} images, "
                            f"{decoded.skipped} unreadable skipped")])
 
 
@@ -69,9 +77,7 @@ def load_source(name: str, count: int, seed: int, size: int, spec: ImagePreproce
     if name == "compositional":
         return _compositional(count, seed, size, spec, "train" if split == "train" else "test")
     if name == "emoji":
-        from training.emoji import twemoji_pairs
-
-        return twemoji_pairs(spec)
+        return _twemoji(spec)
     return _file(name, spec, split)
 
 

@@ -6,13 +6,14 @@ right, so a caption carries colour, shape and (coarsely) order.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from encoders.captions import write_captions
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -90,10 +91,10 @@ def write_gallery(folder: str | Path, count: int, seed: int, size: int = 128) ->
     """Render `count` scenes as PNGs into `folder`, with `captions.jsonl` (file, caption) beside them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lines = []
+    captions = {}
     for i, scene in enumerate(scenes(count, seed)):
         name = f"scene-{i:05d}.png"
         render(scene, size).save(folder / name)
-        lines.append(json.dumps({"file": name, "caption": scene.caption}))
-    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+        captions[name] = scene.caption
+    write_captions(folder, captions)
     return folder

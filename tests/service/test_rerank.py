@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from encoders.captions import read_captions
 from encoders.engine import OnnxEngine
 from encoders.preprocess import load_image
 from index.metadata import Item
 from index.search import Hit, Searcher
-from index.sources import read_captions
 from service.config import Settings
 from service.main import create_app
 from service.results import search_body

@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from index.sources import IMAGE_SUFFIXES
+from encoders.records import IMAGE_SUFFIXES
 from service.config import Settings
 from service.errors import InvalidQuery
 from service.images import (

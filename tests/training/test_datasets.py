@@ -16,10 +16,10 @@ from training.datasets import (
     load_coco,
     load_dataset,
     load_karpathy,
+    load_shards,
     load_table,
     write_karpathy,
 )
-from training.shards import load_shards
 
 
 def _png(colour: tuple[int, int, int]) -> bytes:
@@ -57,7 +57,7 @@ def test_coco_groups_annotations_by_image(folder: Path) -> None:
                             {"image_id": 9, "caption": "a blue one"}]}
     (folder / "c.json").write_text(json.dumps(data))
     records = load_dataset(folder / "c.json")
-    assert [(Path(r.image).name, r.captions) for r in records] == [
+    assert [(Path(r.uri).name, r.captions) for r in records] == [
         ("a.png", ("red",)), ("b.png", ("blue", "a blue one"))]
     data["annotations"].append({"image_id": 3, "caption": "x"})
     (folder / "bad.json").write_text(json.dumps(data))
@@ -78,7 +78,7 @@ def test_csv_and_jsonl_tables_agree_and_skip_unreadable(folder: Path) -> None:
     assert from_csv[0].captions == ("red", "crimson")
     decoded = decode(from_csv)
     assert decoded.skipped == 2
-    assert [Path(r.image).name for r in decoded.records] == ["a.png", "b.png"]
+    assert [Path(r.uri).name for r in decoded.kept(from_csv)] == ["a.png", "b.png"]
 
 
 def test_table_without_caption_column_names_the_problem(folder: Path) -> None:

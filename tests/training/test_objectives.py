@@ -78,3 +78,18 @@ def test_rerank_only_reorders_the_top_k() -> None:
     assert result["dual"]["text_to_image"]["R@1"] == 0.0
     assert result["itm"]["text_to_image"]["R@1"] == 100.0
     assert result["curve"]["itm"][4]["text_to_image"]["R@1"] == 0.0  # at depth 4, 3 wins
+
+
+def test_the_vision_tower_over_every_patch_in_order_is_its_full_forward() -> None:
+    torch.manual_seed(0)
+    tower = build_model(load_config("tiny-albef")).visual.eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    embed, tokens = tower(pixels)
+    every = torch.arange(16).expand(2, -1)
+    again, again_tokens = tower(pixels, every)
+    torch.testing.assert_close(again, embed)
+    torch.testing.assert_close(again_tokens, tokens)
+    reversed_patches, _ = tower(pixels, every.flip(1))  # order-free but for positions: same [CLS]
+    torch.testing.assert_close(reversed_patches, embed, rtol=1e-4, atol=1e-5)
+    dropped, _ = tower(pixels, every[:, :8])
+    assert not torch.allclose(dropped, embed, atol=1e-3)  # dropping patches changes the embedding
