@@ -134,21 +134,35 @@ def calibration_feeds(src: Exportable, calibration: Calibration | None,
     return feeds
 
 
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Batches along axis 0; token batches of different lengths right-padded with zeros (ids
+    under a zero mask, which every tower ignores)."""
+    width = max(a.shape[1] for a in arrays) if arrays[0].ndim == 2 else None
+    if width is not None:
+        arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
+    return np.concatenate(arrays)
+
+
 def _timing_feed(role: str, feeds: list[dict] | None, parity: list[tuple]) -> tuple[dict, int]:
     """One batch to time candidates on: two calibration batches together, or the largest
     parity input; and how many items it holds."""
     if feeds:
-        feed = {k: np.concatenate([f[k] for f in feeds[:2]]) for k in feeds[0]}
+        feed = {k: _stack([f[k] for f in feeds[:2]]) for k in feeds[0]}
     else:
         feed = {n: a.numpy() for n, a in zip(GRAPHS[role].inputs, parity[-1], strict=False)}
     return feed, len(next(iter(feed.values())))
+
+
+def _plain(fp32: Path) -> Path:
+    """The graph as exported, beside its fused copy (`_fused`)."""
+    return fp32.with_name(fp32.name.replace(".fused", ""))
 
 
 def _int8_graph(module: torch.nn.Module, fp32: Path, role: str, dst: Path, inputs: list[tuple],
                 feeds: list[dict] | None, atol: float, threads: int) -> dict:
     """Quantise `fp32` every way, keep the fastest within bounds at `dst`; its record."""
     with tempfile.TemporaryDirectory() as tmp:
-        paths = int8.build_candidates(fp32, Path(tmp), feeds)
+        paths = int8.build_candidates(fp32, _plain(fp32), Path(tmp), feeds)
         runs = int8.sessions(paths, threads)
         feed, items = _timing_feed(role, feeds, inputs)
         rates = int8.items_per_s({n: (lambda s=s: s.run(None, feed)) for n, s in runs.items()}, items)

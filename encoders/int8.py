@@ -5,7 +5,7 @@ dynamic wins on BERT-style towers (their activations have outliers that one fixe
 tensor clips). Rather than guess per architecture, export builds both, times them side by side
 on the same inputs and keeps the fastest whose output stays within bounds: max difference to
 PyTorch within the int8 tolerance and cosine to the fp32 graph at least `MIN_COSINE` on every
-embedding. When neither int8 graph stays within bounds the tower stays fp32 ("fp32" is a
+embedding (`encoders.variants`). When neither int8 graph stays within bounds the tower stays fp32 ("fp32" is a
 candidate too). The manifest records every candidate's figures and the choice.
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from encoders.quantize import INT8_METHODS, quantize_int8
+from encoders.variants import MIN_COSINE
 
-MIN_COSINE = 0.99  # per embedding, int8 against fp32
 ROUNDS = 3
 ROUND_S = 0.05  # shortest timed round
 
@@ -49,14 +49,19 @@ def choose(candidates: Sequence[Candidate], atol: float, min_cosine: float = MIN
     return max(within, key=lambda c: c.items_per_s)
 
 
-def build_candidates(fp32: Path, folder: Path, calibration: Sequence[dict] | None) -> dict[str, Path]:
-    """fp32 and each int8 method's graph of `fp32` in `folder`; static only with calibration."""
+def build_candidates(fp32: Path, plain: Path, folder: Path,
+                     calibration: Sequence[dict] | None) -> dict[str, Path]:
+    """fp32 and each int8 method's graph in `folder`; static only with calibration. Dynamic
+    starts from the fused graph `fp32` (ONNX Runtime quantises its fused attention); static
+    from the `plain` one, whose every tensor onnx's shape inference can type (in a fused graph
+    it cannot, and QDQ then leaves those products float)."""
     paths = {"fp32": fp32}
     for method in INT8_METHODS:
         if method == "static" and not calibration:
             continue
         paths[method] = folder / f"{fp32.stem}.{method}.onnx"
-        quantize_int8(fp32, paths[method], method, calibration)
+        quantize_int8(plain if method == "static" else fp32, paths[method], method, calibration,
+                      heads_from=plain)
     return paths
 
 

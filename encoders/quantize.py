@@ -63,7 +63,10 @@ def convert(src: Path, dst: Path, precision: str, calibration: Sequence[dict] | 
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
 
 
-def quantize_int8(src: Path, dst: Path, method: str, calibration: Sequence[dict] | None = None) -> None:
+def quantize_int8(src: Path, dst: Path, method: str, calibration: Sequence[dict] | None = None,
+                  heads_from: Path | None = None) -> None:
+    """`heads_from`: the plain graph `src` was fused from; the heads are found there, since
+    shape inference cannot see ranks through a fused graph's own operators (names survive)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if method not in INT8_METHODS:
@@ -74,6 +77,9 @@ def quantize_int8(src: Path, dst: Path, method: str, calibration: Sequence[dict]
         prepared = Path(tmp) / "prepared.onnx"
         _prepare(src, prepared)
         heads = head_nodes(onnx.load(str(prepared), load_external_data=False))
+        if heads_from is not None and heads_from != src:
+            plain = onnx.shape_inference.infer_shapes(onnx.load(str(heads_from)))
+            heads += [name for name in head_nodes(plain) if name not in heads]
         if method == "dynamic":
             quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8,
                              per_channel=True, nodes_to_exclude=heads, extra_options=FUSED_TYPES)

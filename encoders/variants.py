@@ -23,7 +23,9 @@ from encoders.roles import IMAGE, TEXT
 
 ORDER = ("fp32", "fp16", "int8")  # most precise first: `--precision int8` allows all three
 MAX_RECALL_DROP = 1.0  # R@10 points, either direction
-MIN_COSINE = 0.99  # per embedding, against fp32
+# lowest cosine to fp32 any one embedding may have: a sanity bound (an embedding turned by more
+# than ~18 degrees is another model's), not a quality one; what users see is the recall change
+MIN_COSINE = 0.95
 
 
 def variant_file(name: str, precision: str) -> str:
@@ -78,8 +80,9 @@ def check_variant(folder: Path, graphs: dict[str, GraphSpec], files: dict[str, s
 
 
 def within_bounds(check: dict[str, Any]) -> bool:
-    """A variant whose measured cosine and recall change are within bounds; what was not
-    measured (no calibration, no captions) does not count against it."""
+    """A variant whose measured recall change is within a point and whose every embedding stays
+    within the cosine bound; what was not measured (no calibration, no captions) does not count
+    against it."""
     return (all(c >= MIN_COSINE for c in check.get("min_cosine", {}).values())
             and all(d >= -MAX_RECALL_DROP for d in check.get("recall_change", {}).values()))
 

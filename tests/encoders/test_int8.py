@@ -23,7 +23,7 @@ from encoders.preprocess import ImagePreprocess
 from encoders.quantize import head_nodes, quantize_int8
 from encoders.roles import IMAGE, TEXT
 from encoders.tokenizer import train_word_tokenizer
-from encoders.variants import build_precision
+from encoders.variants import MIN_COSINE, build_precision
 from training.synthetic import scenes, write_gallery
 
 
@@ -71,7 +71,7 @@ def test_int8_export_records_each_towers_choice_and_parity(source, gallery: Path
         choice = record["int8"]
         assert set(choice["candidates"]) == {"fp32", "static", "dynamic"}
         chosen = choice["candidates"][choice["chosen"]]
-        assert chosen["min_cosine"] >= 0.99 and chosen["max_abs"] <= record["atol"]
+        assert chosen["min_cosine"] >= MIN_COSINE and chosen["max_abs"] <= record["atol"]
         # the chosen graph is what the bundle holds: its parity is the chosen candidate's
         assert record["max_abs"] == pytest.approx(chosen["max_abs"], rel=1e-6)
         assert record["parity_inputs"] == "calibration"
@@ -87,7 +87,7 @@ def test_fp32_bundle_carries_an_int8_variant_with_its_recall_change(source, gall
     assert variant["graphs"] == {IMAGE: "image_encoder.int8.onnx", TEXT: "text_encoder.int8.onnx"}
     check = variant["check"]
     assert set(check["recall_change"]) == {"text_to_image", "image_to_text"}
-    assert all(c >= 0.99 for c in check["min_cosine"].values())
+    assert all(c >= MIN_COSINE for c in check["min_cosine"].values())
     fp32, low = OnnxEngine(tmp_path / "e"), OnnxEngine(tmp_path / "e", precision="int8")
     assert low.engine_id == fp32.engine_id and low.precision == "int8"
     texts = [s.caption for s in scenes(5, 9)]
