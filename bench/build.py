@@ -119,8 +119,9 @@ def main(engine_dir: Path, images: Path | None, count: int, batch_size: int,
                            [n_workers] if precision else [n_workers, 0], Path(tmp))
         if precision:
             chosen = build_precision(engine.manifest, precision)
-            rows += _build_rows(OnnxEngine(engine_dir, precision=chosen), images, paths,
+            asked = _build_rows(OnnxEngine(engine_dir, precision=chosen), images, paths,
                                 batch_size, [n_workers], Path(tmp))
+            rows += [r | {"asked": precision} for r in asked]
     lines = [(f"# xmodal bench build ({len(paths)} images, batch {batch_size}, "
              f"{os.cpu_count()} CPU cores, engine {engine.engine_id})"), "",
              "| pipeline | images/s | of raw engine | engine busy | incl. FAISS + publish |",

@@ -34,8 +34,8 @@ def test_gemm_probe_measures_every_precision_and_says_why_one_did_not_run() -> N
 
 
 def _run(model: str, family: str, rates: dict[tuple[str, str], float], of_gemm: float) -> dict:
-    results = [{"tower": t, "batch": 32, "runner": r, "items_per_s": v, "of_gemm": of_gemm}
-               for (t, r), v in rates.items()]
+    results = [{"tower": t, "batch": 32, "runner": r, "items_per_s": v, "of_gemm": of_gemm,
+                "vs_torch": v / rates[(t, "torch_eager")]} for (t, r), v in rates.items()]
     return {"model": model, "family": family, "results": results}
 
 
@@ -49,3 +49,17 @@ def test_goals_are_marked_from_the_figures(int8_image: float, verdict: str) -> N
     assert lines[2].endswith("3.00x -> **met**")
     assert lines[0].endswith("not measured")  # no ViT-B/32 run given
     assert lines[4].endswith("-> **met**")  # every fp32 tower at 80% of the GEMM rate
+
+
+def _build(chosen: str, rate: float, busy: float) -> list[dict]:
+    return [{"precision": "fp32", "workers": 1, "images_per_s": 40.0, "engine_busy": 0.97},
+            {"precision": chosen, "workers": 1, "images_per_s": rate, "engine_busy": busy,
+             "asked": "int8"}]
+
+
+def test_build_goal_needs_the_int8_engine_busy_and_twice_as_fast() -> None:
+    assert goals([], _build("int8", 100.0, 0.95))[5].endswith("2.50x the fp32 build -> **met**")
+    assert goals([], _build("int8", 100.0, 0.80))[5].endswith("**not met**")
+    assert goals([], _build("int8", 60.0, 0.95))[5].endswith("**not met**")
+    # the build fell back to fp32: whatever its speed, int8 did not deliver
+    assert goals([], _build("fp32", 90.0, 0.95))[5].endswith("**not met**")
