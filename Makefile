@@ -11,7 +11,7 @@ OPEN_CLIP := open_clip_torch==3.3.0
 # Reinstall when the dependency list changes.
 STAMP = $(VENV)/.installed-$(1)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test test-train-image fuzz quality bench-serve system-packages fonts apt-install clean
+.PHONY: run test test-train-image fuzz quality bench-serve bench-engine system-packages fonts apt-install clean
 
 # The default model (`xmodal train --preset default`) over the Twemoji gallery; the first run
 # trains it on cached features of pretrained towers (minutes on 2 cores), later runs load what
@@ -34,6 +34,21 @@ bench-serve: $(call STAMP,test)
 	$(BIN)/python -m bench.minilm var/minilm
 	$(BIN)/xmodal bench serve $(SERVE_BENCH) --engine var/minilm/engine --index var/minilm/index \
 	  --out bench/results/serve-minilm.md --json bench/results/serve-minilm.json
+
+# Regenerate bench/results/engine.md: the default towers (trained demo checkpoint) and a
+# random-weight ViT-B/32 CLIPModel through `bench engine`, the default engine's int8 build
+# through `bench build --precision int8`, then the report; ~25 min on 2 busy cores.
+ENGINE_BENCH := --batch 1 32 --rounds 3 --calibration var/demo/gallery
+bench-engine: $(call STAMP,test)
+	$(BIN)/xmodal demo --no-serve
+	rm -rf var/bench/engine-default && mkdir -p var/bench
+	$(BIN)/xmodal bench engine --checkpoint var/demo/checkpoint $(ENGINE_BENCH) \
+	  --keep var/bench/engine-default --json bench/results/engine-default.json
+	$(BIN)/xmodal bench engine --model hf-clip-b32 $(ENGINE_BENCH) --json bench/results/engine-vit-b32.json
+	$(BIN)/xmodal bench build --engine var/bench/engine-default --count 256 --precision int8 \
+	  --json bench/results/engine-build.json
+	$(BIN)/xmodal bench engine-report --runs bench/results/engine-default.json \
+	  bench/results/engine-vit-b32.json --build bench/results/engine-build.json
 
 test: $(call STAMP,test) system-packages
 	$(BIN)/python -m pytest

@@ -79,9 +79,34 @@ def token_pool_recall(engine: OnnxEngine, images: Path, pools: tuple[int, ...],
     return rows
 
 
+def _build_rows(engine: OnnxEngine, images: Path, paths: list[Path], batch_size: int,
+                workers: list[int], work: Path) -> list[dict]:
+    """Raw engine throughput, then the index build with each decode worker count."""
+    raw = raw_throughput(engine, paths, batch_size)
+    label = f" at {engine.precision}"
+    rows = [{"pipeline": f"engine only (pre-decoded pixels){label}", "images_per_s": raw,
+             "of_raw": 1.0, "engine_busy": 1.0, "precision": engine.precision}]
+    for n_workers in workers:
+        stats: list[BuildStats] = []
+        started = time.perf_counter()
+        build_index(engine, images, work / f"index-{engine.precision}-{n_workers}", batch_size,
+                    stats=stats, workers=n_workers, factory="Flat")
+        total = time.perf_counter() - started
+        s = stats[0]
+        rows.append({"pipeline": f"index build{label}, {n_workers} decode workers",
+                     "images_per_s": s.images_per_s, "of_raw": s.images_per_s / raw,
+                     "engine_busy": s.inference_s / s.seconds, "precision": engine.precision,
+                     "workers": n_workers, "end_to_end_images_per_s": len(paths) / total})
+    return rows
+
+
 def main(engine_dir: Path, images: Path | None, count: int, batch_size: int,
          workers: int | None, json_out: Path | None,
-         pools: tuple[int, ...] = ()) -> int:
+         pools: tuple[int, ...] = (), precision: str | None = None) -> int:
+    """`precision`: also build with the engine at the precision `xmodal index build
+    --precision` would choose, in the same run, after fp32."""
+    from encoders.variants import build_precision
+
     engine = OnnxEngine(engine_dir)
     with tempfile.TemporaryDirectory() as tmp:
         if images is None:
@@ -89,20 +114,14 @@ def main(engine_dir: Path, images: Path | None, count: int, batch_size: int,
 
             images = write_gallery(Path(tmp) / "images", count, seed=11, size=256)
         paths = list_images(images)
-        raw = raw_throughput(engine, paths, batch_size)
-        rows = [{"pipeline": "engine only (pre-decoded pixels)", "images_per_s": raw,
-                 "of_raw": 1.0, "engine_busy": 1.0}]
-        for n_workers in (workers if workers is not None else default_workers(), 0):
-            stats: list[BuildStats] = []
-            started = time.perf_counter()
-            build_index(engine, images, Path(tmp) / f"index-{n_workers}", batch_size,
-                        stats=stats, workers=n_workers, factory="Flat")
-            total = time.perf_counter() - started
-            s = stats[0]
-            rows.append({"pipeline": f"index build, {n_workers} decode workers",
-                         "images_per_s": s.images_per_s, "of_raw": s.images_per_s / raw,
-                         "engine_busy": s.inference_s / s.seconds,
-                         "end_to_end_images_per_s": len(paths) / total})
+        n_workers = workers if workers is not None else default_workers()
+        rows = _build_rows(engine, images, paths, batch_size,
+                           [n_workers] if precision else [n_workers, 0], Path(tmp))
+        if precision:
+            chosen = build_precision(engine.manifest, precision)
+            asked = _build_rows(OnnxEngine(engine_dir, precision=chosen), images, paths,
+                                batch_size, [n_workers], Path(tmp))
+            rows += [r | {"asked": precision} for r in asked]
     lines = [(f"# xmodal bench build ({len(paths)} images, batch {batch_size}, "
              f"{os.cpu_count()} CPU cores, engine {engine.engine_id})"), "",
              "| pipeline | images/s | of raw engine | engine busy | incl. FAISS + publish |",

@@ -16,7 +16,16 @@ def _engine(args: argparse.Namespace) -> int:
     from bench.engine import main
 
     return main(args.model, args.checkpoint, tuple(args.batch), args.rounds, args.json,
-                args.gallery)
+                args.calibration, args.gemm_size, args.keep)
+
+
+def _engine_report(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from bench.engine_report import main
+
+    return main(args.runs, args.build, args.out, "xmodal " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -43,7 +52,7 @@ def _build(args: argparse.Namespace) -> int:
     from bench.build import main
 
     return main(args.engine, args.images, args.count, args.batch_size, args.workers, args.json,
-                tuple(args.token_pools))
+                tuple(args.token_pools), args.precision)
 
 
 def _quality(args: argparse.Namespace) -> int:
@@ -108,14 +117,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=int, default=256)
     p.set_defaults(func=_serving)
 
-    p = bench.add_parser("engine", help="PyTorch eager vs ONNX Runtime fp32 vs int8 throughput")
-    p.add_argument("--model", default="small-clip", help="config to benchmark, randomly initialised")
-    p.add_argument("--checkpoint", type=Path, help="benchmark a trained checkpoint instead")
-    p.add_argument("--gallery", type=Path, help="with --checkpoint: also Recall@K, fp32 vs int8")
+    p = bench.add_parser("engine", help="PyTorch eager vs ONNX Runtime fp32 vs int8 throughput, "
+                         "against this machine's GEMM rates measured in the same run")
+    p.add_argument("--model", default="small-clip", help="config to benchmark, randomly "
+                   "initialised, or hf-clip-b32: a random-weight Hugging Face CLIPModel at "
+                   "ViT-B/32 dimensions, imported as `xmodal export --hf` imports it")
+    p.add_argument("--checkpoint", type=Path, help="benchmark a trained checkpoint instead "
+                   "(and measure the int8 recall change on its quality sets)")
+    p.add_argument("--calibration", type=Path, help="images (and captions.jsonl) static int8 "
+                   "calibrates on (default: rendered scenes)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--gemm-size", type=int, default=2048, help="side of the GEMM-rate probe")
+    p.add_argument("--keep", type=Path, help="write the exported bundle (fp32 + int8 variant) "
+                   "here, e.g. for `bench build --precision int8`")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.set_defaults(func=_engine)
+
+    p = bench.add_parser("engine-report", help="bench/results/engine.md from `bench engine` and "
+                         "`bench build --precision int8` JSON files, each goal marked met or not")
+    p.add_argument("--runs", type=Path, nargs="+", required=True, help="`bench engine --json` files")
+    p.add_argument("--build", type=Path, help="a `bench build --precision int8 --json` file")
+    p.add_argument("--out", type=Path, default=Path("bench/results/engine.md"))
+    p.set_defaults(func=_engine_report)
 
     p = bench.add_parser("index", help="Flat vs auto-chosen FAISS index: QPS and recall@10")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -163,6 +187,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="decode worker processes (default: cores - 1)")
     p.add_argument("--token-pools", type=int, nargs="*", default=[],
                    help="engines with a reranker: also rerank recall with tokens pooled to these")
+    p.add_argument("--precision", choices=("int8",), help="also build at the precision "
+                   "`xmodal index build --precision` chooses, after fp32, in the same run")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.set_defaults(func=_build)
 

@@ -52,6 +52,9 @@ class EngineManifest:
     parity: dict[str, Any] = field(default_factory=dict)  # role -> measured max abs diff
     training: dict[str, Any] = field(default_factory=dict)  # data, steps, metrics
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, to name a bad one
+    # precision -> {"graphs": role -> file, "towers": role -> parity record, "check": cosine and
+    # recall change against fp32} (encoders.variants); they embed within the recorded bounds
+    variants: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     # binary codes the towers also output (`encoders.codes`): {"bits", "image_output",
     # "text_output", "parity", "training"}; empty: no codes
@@ -83,6 +86,7 @@ class EngineManifest:
                 parity=data.get("parity", {}),
                 training=data.get("training", {}),
                 files=data.get("files", {}),
+                variants=data.get("variants", {}),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
                 codes=data.get("codes", {}),
             )
@@ -90,10 +94,16 @@ class EngineManifest:
             raise BundleError(f"bad engine manifest: {exc!r}") from exc
 
 
+def bundle_files(manifest: EngineManifest) -> list[str]:
+    """Every file the engine computes with: graphs, variants' graphs, tokenizer."""
+    variant_files = [f for v in manifest.variants.values() for f in v["graphs"].values()]
+    return [g.file for g in manifest.graphs.values()] + variant_files + [manifest.tokenizer.file]
+
+
 def compute_engine_id(folder: Path, manifest: EngineManifest) -> str:
     """Hash of the graph and tokenizer files plus every setting that changes an embedding."""
     digest = hashlib.sha256()
-    for name in sorted([g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]):
+    for name in sorted(bundle_files(manifest)):
         digest.update(name.encode())
         digest.update(sha256_file(folder / name).encode())
     settings = {
@@ -104,13 +114,15 @@ def compute_engine_id(folder: Path, manifest: EngineManifest) -> str:
     }
     if manifest.code_bits:  # bundles without codes keep the id they always had
         settings["code_bits"] = manifest.code_bits
+    if manifest.variants:  # only then: the ids of bundles without variants stay as they were
+        settings["variants"] = {p: v["graphs"] for p, v in manifest.variants.items()}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return f"{manifest.family}-{digest.hexdigest()[:16]}"
 
 
 def write_manifest(folder: Path, manifest: EngineManifest) -> EngineManifest:
     """Stamp the engine_id and write `manifest.json`; the graphs and tokenizer must be in place."""
-    names = [g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]
+    names = bundle_files(manifest)
     stamped = replace(manifest, engine_id=compute_engine_id(folder, manifest),
                       files={name: sha256_file(folder / name) for name in sorted(names)})
     (folder / MANIFEST).write_text(json.dumps(stamped.to_dict(), indent=2) + "\n")
@@ -128,7 +140,7 @@ def read_manifest(folder: str | Path) -> EngineManifest:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
     manifest = EngineManifest.from_dict(data)
-    for name in [g.file for g in manifest.graphs.values()] + [manifest.tokenizer.file]:
+    for name in bundle_files(manifest):
         if not (folder / name).is_file():
             raise BundleError(f"engine bundle {folder} lists {name} but the file is missing")
         expected = manifest.files.get(name)

@@ -11,19 +11,23 @@ _SOURCES = {"checkpoint": "checkpoint", "hf": "huggingface", "open_clip": "open_
 
 
 def _export(args: argparse.Namespace) -> int:
+    from encoders.calibration import read_calibration
     from encoders.errors import EncoderError
     from encoders.export import export_bundle
     from encoders.imported import load_exportable
 
     flag = next(name for name in _SOURCES if getattr(args, name) is not None)
     try:
+        calibration = read_calibration(args.calibration) if args.calibration else None
         source = load_exportable(getattr(args, flag), _SOURCES[flag])
-        manifest = export_bundle(source, args.out, args.precision)
-    except EncoderError as exc:  # a folder that is not what it should be: say so, no traceback
+        manifest = export_bundle(source, args.out, args.precision, calibration=calibration,
+                                 variants=tuple(args.variants))
+    except (EncoderError, ValueError) as exc:  # a folder that is not what it should be: say so, no traceback
         raise SystemExit(f"xmodal export: {exc}") from None
     print(json.dumps({"engine_id": manifest.engine_id, "family": manifest.family,
                       "precision": manifest.precision, "similarity": manifest.similarity,
-                      "score": manifest.score, "parity": manifest.parity}, indent=2))
+                      "score": manifest.score, "parity": manifest.parity,
+                      "variants": {p: v["check"] for p, v in manifest.variants.items()}}, indent=2))
     return 0
 
 
@@ -38,5 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--model", type=Path, help="any of the three, its kind told by its files")
     p.add_argument("--out", type=Path, required=True, help="engine bundle folder (must not exist)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="fp16 for GPUs, int8 (dynamic quantisation) for CPUs")
+                   help="fp16 for GPUs, int8 for CPUs (static or dynamic per tower, whichever "
+                   "is faster within bounds)")
+    p.add_argument("--calibration", type=Path, help="images of the collection (captions.jsonl "
+                   "beside them: texts too) that static int8 fixes its ranges on, and that "
+                   "measure a variant's recall change")
+    p.add_argument("--variants", nargs="*", choices=("int8",), default=[],
+                   help="reduced precisions to carry beside the fp32 graphs, for "
+                   "`xmodal index build --precision`")
     p.set_defaults(func=_export)

@@ -99,9 +99,19 @@ class OnnxEngine:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         spin_us: int = SPIN_US,
+        precision: str | None = None,
     ) -> None:
+        """`precision`: run one of the bundle's variants (`encoders.variants`) instead of its
+        own graphs; the engine_id stays the bundle's."""
         self.path = Path(bundle)
         self.manifest = read_manifest(self.path)
+        self.precision = precision or self.manifest.precision
+        files = {role: g.file for role, g in self.manifest.graphs.items()}
+        if precision is not None and precision != self.manifest.precision:
+            if precision not in self.manifest.variants:
+                raise BundleError(f"engine bundle {self.path} has no {precision} variant; it "
+                                  f"carries {sorted(self.manifest.variants) or 'none'}")
+            files |= self.manifest.variants[precision]["graphs"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         if spin_us < 0:
@@ -110,7 +120,7 @@ class OnnxEngine:
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
         self.providers = list(providers) if providers else available_providers()
         self._sessions = {
-            role: self._open(graph.file, options) for role, graph in self.manifest.graphs.items()
+            role: self._open(name, options) for role, name in files.items()
         }
         tok = self.manifest.tokenizer
         self.tokenizer = TextTokenizer.from_file(self.path / tok.file, tok.max_length, tok.pad_token)
@@ -119,7 +129,7 @@ class OnnxEngine:
         running = {p for session in self._sessions.values() for p in session.get_providers()}
         on_gpu = bool(running - {"CPUExecutionProvider"})
         self.text_call_tokens = float("inf") if on_gpu else CPU_TEXT_CALL_TOKENS
-        log.info("engine %s loaded with %s", self.engine_id, self.providers)
+        log.info("engine %s (%s) loaded with %s", self.engine_id, self.precision, self.providers)
 
     def _open(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
         try:

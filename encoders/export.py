@@ -1,10 +1,16 @@
 """ONNX export of any family into an engine bundle, with parity measured against PyTorch.
 
-Each role (see `encoders.roles`) becomes its own graph with dynamic batch and sequence axes.
-Parity is measured on random inputs at batch sizes 1 and 7 (texts of 8 and 5 tokens) and
-written into the manifest; export fails when an output differs by more than the precision's
-tolerance. fp16 and int8 bundles are converted from the fp32 graphs and measured against the
-same PyTorch outputs.
+Each role (see `encoders.roles`) becomes its own graph with dynamic batch and sequence axes,
+fused by ONNX Runtime's transformer optimiser where the fused graph keeps fp32 parity
+(`encoders.optimize`). Parity is measured on random inputs at batch sizes 1 and 7 (texts of 8
+and 5 tokens) and written into the manifest; export fails when an output differs by more than
+the precision's tolerance. fp16 and int8 graphs are converted from the fp32 ones and measured
+against the same PyTorch outputs; int8 is chosen per tower, static or dynamic, by measurement
+(`encoders.int8`), calibrated on the collection's images and texts when they are given.
+
+An fp32 bundle can also carry variants (`variants=("int8",)`): the same towers at a reduced
+precision in files of their own, with their cosine to fp32 and, given captioned calibration
+images, the recall change an index built with them would show (`encoders.variants`).
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from encoders import int8
 from encoders.atomic import staging_dir
 from encoders.bundle import EngineManifest, TokenizerSpec, write_manifest
+from encoders.calibration import Calibration
 from encoders.errors import ParityError
+from encoders.optimize import optimize_graph
 from encoders.quantize import PRECISIONS, convert
 from encoders.roles import DYNAMIC_AXES, GRAPHS, IMAGE, RERANKER, TEXT, Exportable
+from encoders.variants import check_variant, variant_file
 
 log = logging.getLogger(__name__)
 
@@ -89,25 +99,153 @@ def measure_parity(module: torch.nn.Module, path: Path, role: str, inputs: list[
     return worst
 
 
+def _fused(module: torch.nn.Module, raw: Path, role: str, inputs: list[tuple]) -> tuple[Path, dict]:
+    """The graph with ONNX Runtime's transformer fusions where they keep fp32 parity, else
+    the graph as exported; and what was fused."""
+    fused = raw.with_suffix(".fused.onnx")
+    try:
+        ops = optimize_graph(raw, fused, role)
+    except Exception as exc:  # noqa: BLE001 - the optimiser raises whatever its passes raise
+        log.warning("%s: transformer optimiser failed (%s); keeping the plain graph", role, exc)
+        return raw, {"fused": {}, "optimiser": f"failed: {exc}"}
+    diff = measure_parity(module, fused, role, inputs)
+    if diff > TOLERANCE["fp32"]:
+        log.warning("%s: fused graph differs from PyTorch by %.2e; keeping the plain graph", role, diff)
+        return raw, {"fused": {}, "optimiser": f"refused: differs by {diff:.2e}"}
+    return fused, {"fused": ops}
+
+
+def calibration_feeds(src: Exportable, calibration: Calibration | None,
+                      fp32_image: Path | None) -> dict[str, list[dict]]:
+    """Input feeds per role from the calibration images and texts; a role they cannot feed
+    (no captions for the text tower) gets none, and its int8 is dynamic only."""
+    if calibration is None:
+        return {}
+    from encoders.calibration import batched
+
+    pixels = batched(calibration.pixels(src.preprocess))
+    feeds: dict[str, list[dict]] = {IMAGE: [{"pixel_values": p} for p in pixels]}
+    if calibration.texts:
+        feeds[TEXT] = calibration.text_feeds(src.tokenizer)
+    if RERANKER in src.roles and calibration.paired and fp32_image is not None:
+        image = ort.InferenceSession(str(fp32_image), providers=["CPUExecutionProvider"])
+        feeds[RERANKER] = [{"image_tokens": image.run(["image_tokens"], p)[0], **t}
+                           for p, t in zip(feeds[IMAGE], feeds[TEXT], strict=False)]
+    return feeds
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Batches along axis 0; token batches of different lengths right-padded with zeros (ids
+    under a zero mask, which every tower ignores)."""
+    width = max(a.shape[1] for a in arrays) if arrays[0].ndim == 2 else None
+    if width is not None:
+        arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
+    return np.concatenate(arrays)
+
+
+def _timing_feed(role: str, feeds: list[dict] | None, parity: list[tuple]) -> tuple[dict, int]:
+    """One batch to time candidates on: two calibration batches together, or the largest
+    parity input; and how many items it holds."""
+    if feeds:
+        feed = {k: _stack([f[k] for f in feeds[:2]]) for k in feeds[0]}
+    else:
+        feed = {n: a.numpy() for n, a in zip(GRAPHS[role].inputs, parity[-1], strict=False)}
+    return feed, len(next(iter(feed.values())))
+
+
+def _plain(fp32: Path) -> Path:
+    """The graph as exported, beside its fused copy (`_fused`)."""
+    return fp32.with_name(fp32.name.replace(".fused", ""))
+
+
+def _int8_graph(module: torch.nn.Module, fp32: Path, role: str, dst: Path, inputs: list[tuple],
+                feeds: list[dict] | None, atol: float, threads: int) -> dict:
+    """Quantise `fp32` every way, keep the fastest within bounds at `dst`; its record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = int8.build_candidates(fp32, _plain(fp32), Path(tmp), feeds)
+        runs = int8.sessions(paths, threads)
+        feed, items = _timing_feed(role, feeds, inputs)
+        rates = int8.items_per_s({n: (lambda s=s: s.run(None, feed)) for n, s in runs.items()}, items)
+        output = GRAPHS[role].outputs[0]
+        cosines = (int8.min_cosines(runs, feeds or [feed], output) if output.endswith("_embeds")
+                   else {n: None for n in runs})
+        candidates = [int8.Candidate(n, round(rates[n], 2),
+                                     measure_parity(module, p, role, inputs), cosines[n])
+                      for n, p in paths.items()]
+        try:
+            chosen = int8.choose(candidates, atol)
+        except ValueError as exc:
+            raise ParityError(f"{role} (int8): {exc}") from None
+        shutil.copyfile(paths[chosen.method], dst)
+    log.info("%s int8: %s (%s)", role, chosen.method, candidates)
+    return int8.record(chosen, candidates)
+
+
+def _as_inputs(role: str, feeds: list[dict]) -> list[tuple]:
+    return [tuple(torch.from_numpy(f[n]) for n in GRAPHS[role].inputs) for f in feeds]
+
+
+def _role_graph(module: torch.nn.Module, fp32: Path, role: str, precision: str, dst: Path,
+                inputs: list[tuple], feeds: list[dict] | None, atol: float, threads: int) -> dict:
+    """`fp32` at `precision` into `dst`, checked against PyTorch; the parity record. int8 is
+    checked on the calibration inputs where there are any: static ranges are fixed for the
+    collection's images and texts, and random noise lies outside them."""
+    record: dict = {}
+    if precision == "int8" and feeds:
+        inputs = _as_inputs(role, feeds[:2])
+        record["parity_inputs"] = "calibration"
+    if precision == "int8":
+        record["int8"] = _int8_graph(module, fp32, role, dst, inputs, feeds, atol, threads)
+    else:
+        convert(fp32, dst, precision)
+    diff = measure_parity(module, dst, role, inputs)
+    log.info("parity %s %s: max abs diff %.2e (tolerance %.2g)", role, precision, diff, atol)
+    if diff > atol:
+        raise ParityError(f"{role} ({precision}) differs from PyTorch by {diff:.2e} > {atol:.2g}")
+    return {"max_abs": diff, "atol": atol, "batch_sizes": list(PARITY_BATCHES), **record}
+
+
 def export_bundle(src: Exportable, out_dir: str | Path, precision: str = "fp32",
-                  atol: float | None = None) -> EngineManifest:
-    """Export every role of `src` to a new engine bundle at `out_dir`; return its manifest."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+                  atol: float | None = None, calibration: Calibration | None = None,
+                  variants: tuple[str, ...] = (), threads: int = 2) -> EngineManifest:
+    """Export every role of `src` to a new engine bundle at `out_dir`; return its manifest.
+
+    `calibration`: the collection's images (and captions) that static int8 fixes its ranges on;
+    `variants`: reduced precisions to carry beside an fp32 bundle's graphs."""
+    for p in (precision, *variants):
+        if p not in PRECISIONS:
+            raise ValueError(f"unknown precision {p!r}; one of {', '.join(PRECISIONS)}")
+    if variants and precision != "fp32":
+        raise ValueError(f"variants ({', '.join(variants)}) go beside fp32 graphs, not {precision}")
     atol = TOLERANCE[precision] if atol is None else atol
     inputs = parity_inputs(src)
     graphs = {role: GRAPHS[role] for role in src.roles}
-    parity = {}
+    parity: dict = {}
+    fp32_graphs: dict[str, Path] = {}
     with staging_dir(Path(out_dir)) as tmp, tempfile.TemporaryDirectory() as fp32_dir:
         for role, module in src.roles.items():
-            fp32_path = Path(fp32_dir) / GRAPHS[role].file
-            _export_graph(module, inputs[role][0], role, fp32_path)
-            convert(fp32_path, tmp / GRAPHS[role].file, precision)
-            diff = measure_parity(module, tmp / GRAPHS[role].file, role, inputs[role])
-            log.info("parity %s %s: max abs diff %.2e (tolerance %.2g)", role, precision, diff, atol)
-            if diff > atol:
-                raise ParityError(f"{role} ({precision}) differs from PyTorch by {diff:.2e} > {atol:.2g}")
-            parity[role] = {"max_abs": diff, "atol": atol, "batch_sizes": list(PARITY_BATCHES)}
+            raw = Path(fp32_dir) / GRAPHS[role].file
+            _export_graph(module, inputs[role][0], role, raw)
+            fp32_graphs[role], parity[role] = _fused(module, raw, role, inputs[role])
+        feeds = calibration_feeds(src, calibration, fp32_graphs.get(IMAGE))
+        for role, module in src.roles.items():
+            parity[role] |= _role_graph(module, fp32_graphs[role], role, precision,
+                                        tmp / GRAPHS[role].file, inputs[role], feeds.get(role),
+                                        atol, threads)
+        carried = {}
+        for variant in variants:
+            carried[variant] = {"graphs": {}, "towers": {}}
+            for role, module in src.roles.items():
+                name = variant_file(GRAPHS[role].file, variant)
+                carried[variant]["towers"][role] = _role_graph(
+                    module, fp32_graphs[role], role, variant, tmp / name, inputs[role],
+                    feeds.get(role), TOLERANCE[variant], threads)
+                carried[variant]["graphs"][role] = name
+            carried[variant]["check"] = check_variant(tmp, graphs, carried[variant]["graphs"],
+                                                      src, calibration, threads)
+        if calibration is not None:
+            parity["calibration"] = {"source": calibration.source, "images": len(calibration.images),
+                                     "texts": len(calibration.texts)}
         src.tokenizer.save(tmp / "tokenizer.json")
         for name, path in src.files.items():
             shutil.copyfile(path, tmp / name)
@@ -123,5 +261,6 @@ def export_bundle(src: Exportable, out_dir: str | Path, precision: str = "fp32",
             training=src.info,
             similarity=src.similarity,
             score=src.score,
+            variants=carried,
         )
         return write_manifest(tmp, manifest)

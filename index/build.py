@@ -121,7 +121,12 @@ def encode_records(engine: Engine, root: Path, records: list[Record], work_root:
         raise InputError(f"token_pool would average the image embedding that engine "
                          f"{engine.engine_id}'s reranker reads from its last {tail} tokens; "
                          "build this engine's index without it")
-    plan = Plan(str(root), records, engine.engine_id, engine.manifest.image_preprocess.to_dict(),
+    # an engine running one of its bundle's variants embeds differently: its shards must not
+    # resume a build at another precision (the engine_id is the bundle's either way)
+    precision = getattr(engine, "precision", engine.manifest.precision)
+    encoder = (engine.engine_id if precision == engine.manifest.precision
+               else f"{engine.engine_id}@{precision}")
+    plan = Plan(str(root), records, encoder, engine.manifest.image_preprocess.to_dict(),
                 opts.shard_size, opts.batch_size, opts.token_pool)
     work = work_root / f".build-{plan.key}"
     todo = prepare_work(work, plan)

@@ -57,6 +57,7 @@ def test_bench_engine_compares_runners_side_by_side(
 ) -> None:
     out = tmp_path / "engine.json"
     argv = ["bench", "engine", "--model", "tiny-clip", "--batch", "1", "4", "--rounds", "1",
+            "--gemm-size", "64",
             "--json", str(out)]
     assert cli.main(argv) == 0
     assert "vs torch" in capsys.readouterr().out
@@ -69,6 +70,13 @@ def test_bench_engine_compares_runners_side_by_side(
         if r["runner"] == "torch_eager":
             assert r["vs_torch"] == 1.0
         assert r["min_cosine_to_torch"] >= (0.9999 if r["runner"] != "onnx_int8" else 0.95)
+        # achieved rate: the counted FLOPs of one item at the measured items/s
+        assert r["achieved_gflops"] == pytest.approx(r["items_per_s"] * r["gflop_per_item"], rel=0.02, abs=0.1)
+    report = json.loads(out.read_text())
+    assert set(report["gemm_before"]["torch"]) == {"fp32", "bf16", "int8"}
+    assert len(report["gemm_after"]["loadavg"]) == 3
+    choice = report["export"]["towers"]["image_encoder"]
+    assert choice["chosen"] in choice["candidates"] and "static" in choice["candidates"]
 
 
 def test_a_prepared_demo_starts_without_importing_torch(demo: DemoPaths) -> None:

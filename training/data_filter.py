@@ -121,7 +121,7 @@ def write_dataset(records: list[Record], out: Path) -> Path:
 
 def _write_shard(records: list[Record], out: Path) -> Path:
     """One WebDataset shard: `<n>.<ext>` with the image bytes and `<n>.json` with its captions
-    and split (training.shards reads `captions`)."""
+    and split (the WebDataset reader takes `captions`)."""
     with tarfile.open(out, "w") as tar:
         for n, r in enumerate(records):
             data = r.data if r.data is not None else Path(r.image).read_bytes()

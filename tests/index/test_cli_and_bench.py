@@ -40,6 +40,6 @@ def test_bench_build_compares_with_the_raw_engine(other_engine: Path, gallery, t
     assert cli.main(["bench", "build", "--engine", str(other_engine), "--images", str(gallery),
                      "--batch-size", "8", "--workers", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
-    assert [r["pipeline"] for r in rows][1:] == ["index build, 1 decode workers",
-                                                 "index build, 0 decode workers"]
+    assert [r["pipeline"] for r in rows][1:] == ["index build at fp32, 1 decode workers",
+                                                 "index build at fp32, 0 decode workers"]
     assert all(r["images_per_s"] > 0 and 0 < r["engine_busy"] <= 1 for r in rows)
