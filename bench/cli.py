@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 
-def _serving(args: argparse.Namespace) -> int:
-    from bench.serving import main
+def _stages(args: argparse.Namespace) -> int:
+    from bench.stages import main
 
     return main(args.engine, args.index, args.queries)
 
@@ -111,11 +111,11 @@ def _fuzz(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="name", required=True)
-    p = bench.add_parser("serving", help="query latency per stage and the gain from batching")
+    p = bench.add_parser("stages", help="query latency per stage and the gain from batching")
     p.add_argument("--engine", type=Path, default=Path("var/demo/engine"))
     p.add_argument("--index", type=Path, default=Path("var/demo/index"))
     p.add_argument("--queries", type=int, default=256)
-    p.set_defaults(func=_serving)
+    p.set_defaults(func=_stages)
 
     p = bench.add_parser("engine", help="PyTorch eager vs ONNX Runtime fp32 vs int8 throughput, "
                          "against this machine's GEMM rates measured in the same run")

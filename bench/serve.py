@@ -5,7 +5,7 @@ queries must reach the engine): micro-batching on (the configured defaults) and 
 (`XMODAL_BATCH_MAX_SIZE=1`, no wait). For each concurrency, with and without rerank, the two
 are measured one right after the other, so drift on a shared machine falls on both alike; the
 batching gain at the top concurrency is the median over alternating rounds. Beside it, the raw
-path's own gain from batches of the service's batch size (bench.serving.raw_batch_gain): what
+path's own gain from batches of the service's batch size (bench.stages.raw_batch_gain): what
 the engine and index can give on this machine, so a gain short of the goal can be told apart
 from a service that loses what the engine gains.
 
@@ -47,7 +47,7 @@ from bench.load import (
     start_server,
     text_search,
 )
-from bench.serving import raw_batch_gain
+from bench.stages import raw_batch_gain
 from service.config import Settings
 
 log = logging.getLogger(__name__)

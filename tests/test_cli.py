@@ -31,10 +31,10 @@ def test_eval_reports_recall_both_ways(demo: DemoPaths, capsys: pytest.CaptureFi
         assert recall["R@5"] >= 60.0
 
 
-def test_bench_serving_reports_stages_and_batching(
+def test_bench_stages_reports_latency_per_stage_and_batching(
     demo: DemoPaths, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["bench", "serving", "--engine", str(demo.engine), "--index", str(demo.index),
+    argv = ["bench", "stages", "--engine", str(demo.engine), "--index", str(demo.index),
             "--queries", "64"]
     assert cli.main(argv) == 0
     report = json.loads(capsys.readouterr().out)

@@ -1,4 +1,4 @@
-"""bench.serving.raw_batch_gain: the raw path's own gain from batching, which `xmodal bench
+"""bench.stages.raw_batch_gain: the raw path's own gain from batching, which `xmodal bench
 serve` prints beside the service's on/off ratio. Checked for what it runs, not for timings."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bench.serving import raw_batch_gain
+from bench.stages import raw_batch_gain
 from encoders.engine import OnnxEngine
 from index.search import Searcher
 from tests.service.conftest import RerankSetup
