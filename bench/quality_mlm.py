@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bench import quality_sets as sets
 from encoders.engine import OnnxEngine
-from training.rerank import evaluate_engine_reranked
 from training.leaks import PROVENANCE, Provenance, write_provenance
+from training.rerank import evaluate_engine_reranked
 
 STEPS = 200
 TRAIN_SCENES = 3000

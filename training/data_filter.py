@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.engine import Engine
+from encoders.records import TAR_SEP, read_bytes
 from training.datasets import DatasetError, Record, decode, load_dataset, write_karpathy
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,15 @@ def filter_dataset(engine: Engine, data: Path, out: Path, min_probability: float
     if not engine.has_reranker:
         raise ValueError(f"engine {engine.engine_id} has no reranker (reranker.onnx): data "
                          "filter scores pairs with its ITM head")
-    decoded = decode(load_dataset(data))
-    if not decoded.records:
+    records = load_dataset(data)
+    decoded = decode(records)
+    readable = decoded.kept(records)
+    if not readable:
         raise DatasetError(f"{data} has no readable images to filter")
-    scores = pair_scores(engine, decoded.images, decoded.records)
+    scores = pair_scores(engine, decoded.images, readable)
     kept = [replace(r, captions=tuple(c for c, p in zip(r.captions, s, strict=True)
                                       if p >= min_probability))
-            for r, s in zip(decoded.records, scores, strict=True)]
+            for r, s in zip(readable, scores, strict=True)]
     kept = [r for r in kept if r.captions]
     all_scores = np.concatenate(scores)
     histogram = histogram or out.with_name(out.stem + ".scores.png")
@@ -87,7 +90,7 @@ def filter_dataset(engine: Engine, data: Path, out: Path, min_probability: float
     plot_scores(all_scores, min_probability, histogram, data.name)
     n_kept = sum(len(r.captions) for r in kept)
     report = FilterReport(pairs=len(all_scores), kept=n_kept, dropped=len(all_scores) - n_kept,
-                          images_dropped=len(decoded.records) - len(kept),
+                          images_dropped=len(readable) - len(kept),
                           unreadable=decoded.skipped, min_probability=min_probability,
                           out=str(out), histogram=str(histogram))
     log.info("kept %d of %d pairs at match probability >= %.3f (%d dropped, %d images left "
@@ -100,13 +103,13 @@ def write_dataset(records: list[Record], out: Path) -> Path:
     """`records` as a dataset file of `out`'s format (see the module docstring)."""
     if out.suffix == ".tar":
         return _write_shard(records, out)
-    in_memory = [r.image for r in records if r.data is not None]
+    in_memory = [r.uri for r in records if TAR_SEP in r.uri]
     if in_memory:
         raise DatasetError(f"images of tar shards ({in_memory[0]}, ...) have no file for {out} "
                            "to point to: write a .tar instead")
     if out.suffix == ".json":
         return write_karpathy(records, out)
-    rows = [{"image": os.path.relpath(Path(r.image).resolve(), out.parent.resolve()),
+    rows = [{"image": os.path.relpath(Path(r.uri).resolve(), out.parent.resolve()),
              "caption": c, "split": r.split} for r in records for c in r.captions]
     if out.suffix == ".csv":
         text = io.StringIO()
@@ -124,8 +127,8 @@ def _write_shard(records: list[Record], out: Path) -> Path:
     and split (the WebDataset reader takes `captions`)."""
     with tarfile.open(out, "w") as tar:
         for n, r in enumerate(records):
-            data = r.data if r.data is not None else Path(r.image).read_bytes()
-            ext = r.image.rsplit(".", 1)[-1].lower()
+            data = read_bytes(Path(), r)
+            ext = r.uri.rsplit(".", 1)[-1].lower()
             meta = json.dumps({"captions": list(r.captions), "split": r.split}).encode()
             for name, payload in ((f"{n:08d}.{ext}", data), (f"{n:08d}.json", meta)):
                 info = tarfile.TarInfo(name)

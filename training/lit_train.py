@@ -23,8 +23,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch

@@ -57,9 +57,9 @@ def test_a_deep_search_does_not_deepen_the_searches_batched_with_it(query, monke
     searcher = query.searcher
     real, calls = searcher.search, []
 
-    def search(queries, k, where=None):
+    def search(queries, k, where=None, codes=None):
         calls.append((len(queries), k))
-        return real(queries, k, where)
+        return real(queries, k, where, codes=codes)
 
     monkeypatch.setattr(searcher, "search", search)
 

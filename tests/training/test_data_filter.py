@@ -16,6 +16,7 @@ from PIL import Image
 from encoders.checkpoint import load_checkpoint
 from encoders.engine import OnnxEngine
 from encoders.export import export_bundle
+from encoders.records import read_bytes
 from training import synthetic
 from training.data_filter import filter_dataset, pair_scores
 from training.datasets import DatasetError, Record, decode, load_dataset, write_karpathy
@@ -57,13 +58,14 @@ def test_the_swapped_pairs_are_dropped_and_the_matched_kept(engine: Path, datase
     out = tmp_path / "kept.jsonl"
     assert cli.main(["data", "filter", "--engine", str(engine), "--data", str(dataset),
                      "--out", str(out), "--min-probability", str(THRESHOLD)]) == 0
-    kept = {Path(r.image).name for r in load_dataset(out)}
+    kept = {Path(r.uri).name for r in load_dataset(out)}
     swapped = {f"{n}.png" for n in SWAPPED}
     assert not kept & swapped  # both wrong captions scored below the threshold
     assert len(kept) >= 8  # and most true ones above it
     assert (tmp_path / "kept.scores.png").stat().st_size > 1000
-    decoded = decode(load_dataset(dataset))
-    probs = np.concatenate(pair_scores(OnnxEngine(engine), decoded.images, decoded.records))
+    records = load_dataset(dataset)
+    decoded = decode(records)
+    probs = np.concatenate(pair_scores(OnnxEngine(engine), decoded.images, decoded.kept(records)))
     assert probs[list(SWAPPED)].max() < np.delete(probs, SWAPPED).mean()
 
 
@@ -80,7 +82,7 @@ def test_shards_are_filtered_into_a_shard(engine: Path, dataset: Path, tmp_path:
     shard = tmp_path / "in.tar"
     with tarfile.open(shard, "w") as tar:
         for n, record in enumerate(load_dataset(dataset)):
-            for name, payload in ((f"{n}.png", Path(record.image).read_bytes()),
+            for name, payload in ((f"{n}.png", read_bytes(Path(), record)),
                                   (f"{n}.txt", record.captions[0].encode())):
                 info = tarfile.TarInfo(name)
                 info.size = len(payload)
@@ -90,7 +92,7 @@ def test_shards_are_filtered_into_a_shard(engine: Path, dataset: Path, tmp_path:
     report = filter_dataset(OnnxEngine(engine), shard, tmp_path / "out.tar", THRESHOLD)
     back = load_dataset(tmp_path / "out.tar")
     assert len(back) == report.kept and report.dropped >= 2
-    Image.open(io.BytesIO(back[0].data)).verify()
+    Image.open(io.BytesIO(read_bytes(Path(), back[0]))).verify()
 
 
 def test_bad_arguments_are_refused_by_name(engine: Path, dataset: Path, tmp_path: Path,
