@@ -246,8 +246,7 @@ def main(engine_dir: Path, out: Path, workdir: Path, k: int = 16, cache: Path | 
         f"- model trained on: {shipped}", "- held out: every photo (no photo style in training)", "",
         *photo_lines, "",
         "## ITM calibration", "",
-        (f"Temperature {calibration.get('temperature')} and bias {calibration.get('bias', 0)} fitted after "
-         f"training on {calibration.get('data')}; "
+        (f"Temperature {calibration.get('temperature')} fitted after training on {calibration.get('data')}; "
          f"ECE there {calibration.get('ece_before')} before, {calibration.get('ece')} after. On the held-out "
          "pairs below (each image with its own text and its 3 hardest wrong texts by the dual encoder):"),
         "", "| pairs | count | ECE |", "| --- | --- | --- |",

@@ -41,7 +41,6 @@ class Checkpoint:
             family=cfg.family, embed_dim=cfg.embed_dim, roles=self.model.graph_modules(),
             tokenizer=self.tokenizer, preprocess=self.preprocess,
             vocab_size=self.tokenizer.vocab_size, info=self.info, files=files,
-            score=self.model.score_rule() if hasattr(self.model, "score_rule") else {},
         )
 
 

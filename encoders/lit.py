@@ -15,19 +15,11 @@
   layers encode the text, its top `fusion_layers` layers are copied and each given a
   cross-attention over the backbone's last feature map (7 x 7 tokens, projected to
   `token_dim` with a position embedding), and an ITM head scores the [CLS] output. The
-  head is a correction on top of the dual encoder, as BLIP's ITM + ITC ranking is, but
-  learnt: the match logit is a fitted scale times the dual encoder's cosine, plus a bias,
-  plus the head's output, which starts at zero. An untrained head ranks as the dual encoder
-  does, and training only has to learn what the cosine gets wrong. After training the logit
-  is divided by a temperature and shifted by a bias, both fitted on pairs never trained on
-  (Platt scaling; Guo et al. 2017's temperature scaling with a bias), so the probability it
-  exports is calibrated.
-- The token store keeps, per image, the map tokens and then the image's embedding cut into
-  `embed_dim / token_dim` tokens, so the reranker graph takes image tokens and a text only,
-  like every family's.
+  match logit is divided by a temperature fitted after training (Guo et al. 2017), so the
+  probability it exports is calibrated.
 
 Every function training uses on cached features (`embed_pooled`, `embed_text_pooled`,
-`itm_margin_from_hidden`) is the one the exported graphs run, so cached training and serving
+`itm_logits_from_hidden`) is the one the exported graphs run, so cached training and serving
 compute the same thing.
 """
 
@@ -101,16 +93,8 @@ class LiTModel(nn.Module):
         heads = self.text.encoder.config.num_attention_heads
         self.fusion = nn.ModuleList(FusionLayer(layer, cfg.token_dim, heads)
                                     for layer in layers[self.text_lower:])
-        if cfg.embed_dim % cfg.token_dim:
-            raise ValueError(f"embed_dim {cfg.embed_dim} must be a multiple of token_dim "
-                             f"{cfg.token_dim}: the embedding is stored as tokens")
-        self.itm_head = nn.Linear(width, 1)  # the correction to the dual encoder's logit
-        nn.init.zeros_(self.itm_head.weight)
-        nn.init.zeros_(self.itm_head.bias)
-        self.itm_cos_scale = nn.Parameter(torch.tensor(10.0))  # fitted before the ITM stage
-        self.itm_cos_bias = nn.Parameter(torch.tensor(-5.0))
+        self.itm_head = nn.Linear(width, 2)
         self.register_buffer("itm_temperature", torch.ones(()))
-        self.register_buffer("itm_calibration_bias", torch.zeros(()))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         self.freeze_pretrained()
 
@@ -148,17 +132,10 @@ class LiTModel(nn.Module):
         prior, confidence = self.conse(pooled)
         return F.normalize(learnt + self.conse_scale.exp() * confidence * prior, dim=-1)
 
-    def reranker_tokens(self, feature_map: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """What the token store keeps of an image (b, h * w + embed_dim / token_dim, token_dim):
-        its map tokens, then its embedding cut into tokens."""
-        # unflatten, not reshape(len(embedding), ...): an export would fix the batch size
-        cut = embedding.unflatten(-1, (self.cfg.embed_dim // self.cfg.token_dim, self.cfg.token_dim))
-        return torch.cat([self.image_tokens_from_map(feature_map), cut], dim=1)
-
     def encode_image_with_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature_map = self.backbone.features(pixels)  # (b, 320, 7, 7) for Lite0 at 224 px
-        embedding = self.embed_pooled(self.backbone.pooled(feature_map))
-        return embedding, self.reranker_tokens(feature_map, embedding)
+        pooled = self.backbone.pooled(feature_map)
+        return self.embed_pooled(pooled), self.image_tokens_from_map(feature_map)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.encode_image_with_tokens(pixels)[0]
@@ -181,41 +158,20 @@ class LiTModel(nn.Module):
                                 output_hidden_states=True)
         return out.hidden_states[self.text_lower]
 
-    def itm_margin_from_hidden(self, tokens: torch.Tensor, hidden: torch.Tensor,
-                               mask: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Stored image tokens (b, n, token_dim), lower text states (b, t, width) and the text
-        embedding (b, d) -> match logit (b,): the match logit minus the no-match one."""
-        cut = self.cfg.embed_dim // self.cfg.token_dim
-        image = F.normalize(tokens[:, -cut:].flatten(1), dim=-1)  # stored in fp16
+    def itm_logits_from_hidden(self, tokens: torch.Tensor, hidden: torch.Tensor,
+                               mask: torch.Tensor) -> torch.Tensor:
+        """Image tokens (b, n, token_dim), lower text states (b, t, width) -> match logits (b, 2)."""
         bias = padding_bias(mask)
         for layer in self.fusion:
-            hidden = layer(hidden, bias, tokens[:, :-cut])
-        cosine = (image * text).sum(dim=-1)
-        return self.itm_head(hidden[:, 0]).squeeze(-1) + self.itm_cos_scale * cosine + self.itm_cos_bias
+            hidden = layer(hidden, bias, tokens)
+        return self.itm_head(hidden[:, 0])
 
-    def itm_margin(self, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # one pass of the text encoder gives both the fusion layers' input and the embedding
-        out = self.text.encoder(input_ids=ids, attention_mask=padding_bias(mask),
-                                output_hidden_states=True)
-        text = self.embed_text_pooled(self.text.pool(out.last_hidden_state, mask))
-        return self.itm_margin_from_hidden(tokens, out.hidden_states[self.text_lower], mask, text)
+    def itm_logits(self, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.itm_logits_from_hidden(tokens, self.lower_hidden(ids, mask), mask)
 
     def score(self, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Calibrated match probability (b,)."""
-        margin = self.itm_margin(tokens, ids, mask)
-        return torch.sigmoid(margin / self.itm_temperature + self.itm_calibration_bias)
-
-    def score_rule(self) -> dict[str, object]:
-        """How the reranker makes its probability, for the engine manifest; index builds read
-        `reranker_embedding_tokens` (token pooling would average the embedding away)."""
-        return {"search": "cosine",
-                "reranker": "sigmoid((itm_head + cos_scale * cosine + cos_bias) / temperature "
-                            "+ calibration_bias)",
-                "reranker_embedding_tokens": self.cfg.embed_dim // self.cfg.token_dim,
-                "cos_scale": round(float(self.itm_cos_scale), 6),
-                "cos_bias": round(float(self.itm_cos_bias), 6),
-                "temperature": round(float(self.itm_temperature), 6),
-                "calibration_bias": round(float(self.itm_calibration_bias), 6)}
+        return (self.itm_logits(tokens, ids, mask) / self.itm_temperature).softmax(dim=-1)[:, 1]
 
     def graph_modules(self) -> dict[str, nn.Module]:
         return {IMAGE: LiTImageGraph(self), TEXT: ModelTextGraph(self), RERANKER: RerankerGraph(self)}

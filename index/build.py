@@ -116,11 +116,6 @@ def encode_records(engine: Engine, root: Path, records: list[Record], work_root:
         raise InputError(f"unknown executor {opts.executor!r}; expected one of {EXECUTORS}")
     if opts.ray_actors < 1:
         raise InputError(f"ray_actors must be at least 1, got {opts.ray_actors}")
-    tail = engine.manifest.score.get("reranker_embedding_tokens", 0)
-    if opts.token_pool is not None and tail:
-        raise InputError(f"token_pool would average the image embedding that engine "
-                         f"{engine.engine_id}'s reranker reads from its last {tail} tokens; "
-                         "build this engine's index without it")
     # an engine running one of its bundle's variants embeds differently: its shards must not
     # resume a build at another precision (the engine_id is the bundle's either way)
     precision = getattr(engine, "precision", engine.manifest.precision)

@@ -1,8 +1,7 @@
 """Temperature scaling of the ITM logit (Guo et al. 2017, "On Calibration of Modern Neural
 Networks"): one scalar T divides the match logit so that a match probability of 0.8 is right
 80% of the time; fitted by minimising the negative log-likelihood on pairs the model never
-trained on. Platt scaling adds a bias to it, for logits whose zero is not where matches and
-misses are equally likely. Expected calibration error (ECE) and the reliability diagram measure it."""
+trained on. Expected calibration error (ECE) and the reliability diagram measure it."""
 
 from __future__ import annotations
 
@@ -13,31 +12,22 @@ import numpy as np
 BINS = 15
 
 
-def fit_logistic(x: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[float, float]:
-    """(a, b) maximising the likelihood of sigmoid(a * x + b) for `labels` (Newton's method on
-    the two parameters, with a little ridge so separable data stays finite)."""
-    x, y = np.asarray(x, np.float64), np.asarray(labels, np.float64)
-    features = np.stack([x, np.ones_like(x)], axis=1)
-    w = np.zeros(2)
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-features @ w))
-        grad = features.T @ (p - y) + 1e-3 * w
-        hess = (features * (p * (1 - p))[:, None]).T @ features + 1e-3 * np.eye(2)
-        w -= np.linalg.solve(hess, grad)
-    return float(w[0]), float(w[1])
+def _nll(margin: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = margin / temperature
+    # log(1 + e^-z) for positives, log(1 + e^z) for negatives, computed stably
+    return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -z, z))))
 
 
-def fit_platt(margin: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(T, b) of sigmoid(margin / T + b), by maximum likelihood (Platt scaling): a temperature
-    alone keeps sigmoid(0) = 0.5, which is wrong wherever matches are rarer than misses."""
-    scale, bias = fit_logistic(margin, labels)
-    if scale <= 0:  # a margin that orders pairs backwards: no temperature calibrates it
-        raise ValueError(f"the match logit does not separate the calibration pairs (slope {scale:.3g})")
-    return 1.0 / scale, bias
+def fit_temperature(margin: np.ndarray, labels: np.ndarray) -> float:
+    """The T in [0.05, 20] minimising the NLL of sigmoid(margin / T); `margin` is the match logit
+    minus the no-match logit (the two-way softmax's probability is its sigmoid)."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
+    losses = [_nll(margin, labels, t) for t in grid]
+    return float(grid[int(np.argmin(losses))])
 
 
-def probabilities(margin: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(margin / temperature + bias)))
+def probabilities(margin: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-margin / temperature))
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> dict:

