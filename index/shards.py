@@ -236,7 +236,7 @@ def assemble(work: Path, plan: Plan) -> Assembled:
     if not rows:
         raise InputError(f"none of the {len(plan.records)} images could be read; first errors: "
                          f"{[m for _, m in errors[:3]]}")
-    packed = np.concatenate(codes) if len(codes) == len(rows) else None
+    packed = _joined(codes) if len(codes) == len(rows) else None
     return Assembled(_joined(rows), _joined(embeds), StackedRows(tokens), errors, full,
                      codes=packed)
 

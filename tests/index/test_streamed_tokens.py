@@ -29,7 +29,7 @@ class TokenEngine:
 
     def __init__(self) -> None:
         self.manifest = SimpleNamespace(embed_dim=DIM, image_preprocess=ImagePreprocess(size=4),
-                                        score={}, precision="fp32")
+                                        precision="fp32")
 
     def encode_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         red = (pixels[:, 0, 0, 0] + 1) / 2  # preprocessing maps 0..255 to -1..1
