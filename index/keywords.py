@@ -14,10 +14,12 @@ differences in their term frequencies, and a compaction makes them one set again
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,17 @@ def match_expression(text: str) -> str | None:
     """An FTS5 query that matches any word of `text` (None: it has no words)."""
     words = WORD.findall(text)[:MAX_QUERY_WORDS]
     return " OR ".join('"' + w + '"' for w in words) or None
+
+
+def has_keyword_index(folder: Path) -> bool:
+    """Whether a segment folder holds a keyword index with its FTS5 table (segments written
+    before keyword search have none)."""
+    path = folder / KEYWORDS_FILE
+    if not path.is_file():
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        table = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'keywords'").fetchone()
+    return table is not None
 
 
 class KeywordIndex:
@@ -104,6 +117,12 @@ class VersionKeywords:
         self._deleted, self._metadata_file = deleted, metadata_file
         self._open: list[KeywordIndex] | None = None
         self._lock = threading.Lock()
+
+    @cached_property
+    def available(self) -> bool:
+        """Whether every segment has a keyword index, so keyword search answers for all
+        (asked once: segments are immutable)."""
+        return all(has_keyword_index(folder) for folder in self._folders)
 
     def _indexes(self) -> list[KeywordIndex]:
         with self._lock:

@@ -113,6 +113,11 @@ class Searcher:
         return all(seg.tokens is not None for seg in self.segments)
 
     @property
+    def has_keywords(self) -> bool:
+        """Whether every segment has a keyword index (`mode` keyword and hybrid can answer)."""
+        return self.keywords.available
+
+    @property
     def code_bits(self) -> int:
         """Bits of the binary codes every segment holds (index.codes); 0: searched by float."""
         bits = {int(seg.info.codes.get("bits", 0)) for seg in self.segments}

@@ -317,7 +317,7 @@ class QueryService:
             created=manifest.created, count=manifest.count, deleted=manifest.deleted,
             dim=manifest.dim, factory=manifest.factory, search_params=manifest.search_params,
             tuning=manifest.tuning, tokens=manifest.tokens, captions=manifest.captions,
-            codes=_codes_info(manifest.codes),
+            keywords=self.searcher.has_keywords, codes=_codes_info(manifest.codes),
         )
 
     def readiness(self) -> Readiness:

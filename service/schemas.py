@@ -173,12 +173,17 @@ class IndexInfo(BaseModel):
     tuning: dict[str, Any]
     tokens: dict[str, Any]
     captions: int
+    keywords: bool = Field(
+        description="every segment has a keyword (SQLite FTS5) index, so `mode` keyword and "
+                    "hybrid of POST /v1/search/text can answer")
     codes: dict[str, Any] = Field(
         default_factory=dict,
         description="binary codes queries are searched by (Hamming distance, then float "
-                    "rescoring of `search_params.rescore` candidates): bits, whether a float "
-                    "index is kept beside them, binary factory, search parameters, measured "
-                    "recall; empty: searched by float vectors")
+                    "rescoring of `search_params.rescore` candidates): `bits`, `float_index` "
+                    "(a float index is kept beside them), `rescore` (as built; null: tuned), "
+                    "`factory` (the binary FAISS index), `search_params`, `tuning` (measured "
+                    "`recall_at_10` against exact float search, `recall_target`, `queries`, "
+                    "`queries_from`), `bytes_per_image`; empty: searched by float vectors")
 
 
 # versions a root keeps after a change: the served one, its parent (a rollback) and one more

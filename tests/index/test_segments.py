@@ -4,7 +4,6 @@ writer at a time across processes."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from index.segment import write_segment
 from index.segment_search import GPU_MAX_K
 from index.version import VersionPlan, publish_version
 from index.writer import Contents
+from tests.segments import as_format_1
 from training.synthetic import write_gallery
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,30 +100,12 @@ def test_format_1_versions_are_read_as_one_segment_and_updated(tiny_engine, gall
                                                                tmp_path) -> None:
     root = tmp_path / "idx"
     build_index(tiny_engine, gallery, root, workers=0)
-    legacy = _as_format_1(root)
+    legacy = as_format_1(root)
     s = Searcher(root, tiny_engine.engine_id)
     assert s.version == legacy and len(s.ids) == 30
     added = update.add_images(tiny_engine, root, write_gallery(tmp_path / "new", 1, seed=2))
     assert added.format_version == 2 and [x["rows"] for x in added.segments] == [30, 1]
     assert len(Searcher(root, tiny_engine.engine_id).ids) == 31
-
-
-def _as_format_1(root: Path) -> str:
-    """Rewrite `root`'s version as format 1 wrote it: every file in the version folder."""
-    version = bundle.resolve(root)
-    manifest = bundle.read_manifest(version)
-    segment = bundle.segment_folder(root, manifest.segments[0]["name"])
-    info = bundle.segment_files(segment, manifest.segments[0]["name"])
-    legacy = root / "v20200101T000000-000000"
-    legacy.mkdir()
-    for name in info["files"]:
-        os.link(segment / name, legacy / name)
-    os.link(version / bundle.SKIPPED_FILE, legacy / bundle.SKIPPED_FILE)
-    old = bundle.IndexManifest(**{**manifest.__dict__, "segments": [], "format_version": 1,
-                                  "factory": info["factory"]})
-    bundle.finish_manifest(legacy, old, legacy.name)
-    (root / bundle.CURRENT).write_text(legacy.name + "\n")
-    return legacy.name
 
 
 def test_a_writer_that_cannot_get_the_lock_names_the_holder(tmp_path) -> None:

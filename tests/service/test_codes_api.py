@@ -16,6 +16,7 @@ from index.build import build_index
 from index.search import Searcher
 from service.config import Settings
 from service.main import create_app
+from service.schemas import IndexInfo
 from tests.codes import code_engine
 from training.synthetic import write_gallery
 
@@ -39,6 +40,8 @@ def test_index_info_says_it_searches_by_codes(served) -> None:
     assert info["codes"]["bits"] == 64 and info["codes"]["float_index"] is False
     assert info["codes"]["search_params"] == {"rescore": 0} and info["factory"] == ""
     assert "curve" not in info["codes"]["tuning"]
+    described = IndexInfo.model_fields["codes"].description
+    assert all(f"`{key}`" in described for key in info["codes"]), (described, info["codes"])
 
 
 def test_text_search_goes_by_the_query_code(served) -> None:

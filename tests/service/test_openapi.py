@@ -120,3 +120,9 @@ def test_text_search_documents_its_modes_and_image_search_has_none(schema: dict[
     body = dict(_operations(schema))["POST /v1/search/image"]["requestBody"]["content"]
     assert "mode" not in body["application/json"]["schema"]["properties"]
     assert "mode" not in body["multipart/form-data"]["schema"]["properties"]
+
+
+def test_index_info_says_whether_keyword_search_answers(schema: dict[str, Any]) -> None:
+    info = schema["components"]["schemas"]["IndexInfo"]
+    assert info["properties"]["keywords"]["type"] == "boolean" and "keywords" in info["required"]
+    assert "hybrid" in info["properties"]["keywords"]["description"]

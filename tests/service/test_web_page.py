@@ -1,4 +1,5 @@
-"""The search page in headless Chromium: type a query, see the expected image first."""
+"""The search page in headless Chromium: type a query, see the expected image first; in
+keyword mode, a literal tag finds the images it is on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Browser
 
+from encoders.engine import OnnxEngine
+from index.build import build_index
+from tests.colour_gallery import TAGGED, write_colour_gallery
 from tests.service.live_server import live_server
 from xmodal.demo import DemoPaths
 
@@ -48,6 +52,28 @@ def test_typing_a_query_shows_the_matching_image_first(
     assert len(paths) == 12
     assert paths[0] == expected
     assert first_image_loaded
+
+
+def test_keyword_mode_finds_a_literal_tag(
+    demo: DemoPaths, browser: Browser, tmp_path: Path
+) -> None:
+    """The colour gallery tags a few squares "zanzibar", a word no image shows."""
+    build_index(OnnxEngine(demo.engine), write_colour_gallery(tmp_path / "gallery"),
+                tmp_path / "index")
+    tagged = sorted(f for f, tag in TAGGED.items() if tag == "zanzibar")
+    with live_server(demo.engine, tmp_path / "index") as url:
+        by_vector = httpx.post(f"{url}/v1/search/text", json={"text": "zanzibar", "k": len(tagged)})
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#mode option[value=keyword]:not([disabled])", state="attached")
+        page.select_option("#mode", "keyword")
+        page.fill("#query", "zanzibar")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#results figure")
+        paths = page.eval_on_selector_all("#results figure", "els => els.map(e => e.dataset.path)")
+    assert sorted(paths) == tagged
+    # the dual encoder does not: the word names nothing an image shows
+    assert sorted(r["path"] for r in by_vector.json()["results"]) != tagged
 
 
 def test_a_bad_query_shows_the_error_message(demo: DemoPaths, browser: Browser) -> None:

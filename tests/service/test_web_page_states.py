@@ -1,5 +1,6 @@
 """The search page's states against canned API answers (no server): an error replaces the old
-results, an empty answer says so, and a body that is not JSON is reported, not thrown."""
+results, an empty answer says so, a body that is not JSON is reported, not thrown, and keyword
+and hybrid search are offered only for an index with a keyword index."""
 
 from __future__ import annotations
 
@@ -22,8 +23,24 @@ def _json(status: int, body: object) -> Callable[[Route], None]:
                                        body=json.dumps(body))
 
 
+def _one_hit_recording(sent: list[dict]) -> Callable[[Route], None]:
+    """An answer with one hit that keeps the request's JSON body in `sent`."""
+    def answer(route: Route) -> None:
+        sent.append(route.request.post_data_json)
+        _json(200, {"engine_id": "e", "index_version": "v", "results": [HIT]})(route)
+    return answer
+
+
 @pytest.fixture
-def page(browser: Browser) -> Iterator[tuple[Page, list[Callable[[Route], None]], list[str]]]:
+def info() -> dict:
+    """What `GET /v1/index` answers (its other fields the page does not read); a test
+    parametrized on `info` answers otherwise."""
+    return {"keywords": False}
+
+
+@pytest.fixture
+def page(browser: Browser,
+         info: dict) -> Iterator[tuple[Page, list[Callable[[Route], None]], list[str]]]:
     """The page, the queue of answers its searches get, and the errors it threw."""
     answers: list[Callable[[Route], None]] = []
     thrown: list[str] = []
@@ -34,6 +51,8 @@ def page(browser: Browser) -> Iterator[tuple[Page, list[Callable[[Route], None]]
             route.fulfill(status=200, content_type="text/html", body=PAGE)
         elif path == "/readyz":
             _json(200, READY)(route)
+        elif path == "/v1/index":
+            _json(200, info)(route)
         elif path.startswith("/v1/search/"):
             answers.pop(0)(route)
         else:
@@ -88,3 +107,27 @@ def test_an_answer_that_is_not_json_is_reported(page, answer, shown: str) -> Non
     page.wait_for_selector(f"#error:has-text('{shown}')")
     assert page.locator("#results figure").count() == 0
     assert not thrown
+
+
+def test_keyword_and_hybrid_are_disabled_without_a_keyword_index(page) -> None:
+    page, answers, thrown = page
+    assert page.is_disabled("#mode option[value=keyword]")
+    assert page.is_disabled("#mode option[value=hybrid]")
+    assert page.input_value("#mode") == "vector"
+    assert not page.is_disabled("#mode option[value=vector]")
+    sent: list[dict] = []
+    answers.append(_one_hit_recording(sent))
+    _search(page)
+    page.wait_for_selector("#results figure")
+    assert sent[0]["mode"] == "vector" and not thrown
+
+
+@pytest.mark.parametrize("info", [{"keywords": True}])
+def test_the_chosen_mode_is_sent_when_the_index_has_keywords(page) -> None:
+    page, answers, thrown = page
+    page.select_option("#mode", "hybrid")
+    sent: list[dict] = []
+    answers.append(_one_hit_recording(sent))
+    _search(page)
+    page.wait_for_selector("#results figure")
+    assert sent[0]["mode"] == "hybrid" and not thrown
